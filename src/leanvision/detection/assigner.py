@@ -1,0 +1,105 @@
+"""Task-aligned assignment of anchors to ground-truth boxes (TOOD, Feng et al. 2021, arXiv 2108.07755).
+
+YOLOv8 settings (specs/gso_yolo.md §5.3): candidates are anchors whose centre lies strictly inside a GT;
+each GT takes its top-k candidates by alignment t = s^α·u^β (s the predicted score of the GT's class,
+u the clamped CIoU of the predicted box with the GT); an anchor claimed by several GTs keeps the one it
+overlaps most; class targets are one-hot scaled by t·max_u/max_t per GT. Original v8 behaviour: no
+enlargement of small GTs for candidate selection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from leanvision.detection.boxes import bbox_iou
+
+
+class TaskAlignedAssigner(nn.Module):
+    """Assign every anchor to at most one GT and build soft class targets.
+
+    Args:
+        num_classes: nc.
+        topk: positives kept per GT.
+        alpha, beta: exponents of the score and the IoU in the alignment metric.
+        eps: an anchor centre must be more than ``eps`` inside each side of a GT to be a candidate.
+        iou_kind: overlap measure u (``"ciou"`` as in YOLOv8; ``"aiou"`` tests GSO-YOLO's "AIoU
+            throughout"); any kind of :func:`~leanvision.detection.boxes.bbox_iou`, clamped at 0.
+        iou_kwargs: extra arguments for ``bbox_iou`` (e.g. ``aiou_lambda``).
+    """
+
+    def __init__(self, num_classes: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0,
+                 eps: float = 1e-9, iou_kind: str = "ciou", iou_kwargs: dict | None = None):
+        super().__init__()
+        self.num_classes, self.topk, self.alpha, self.beta, self.eps = num_classes, topk, alpha, beta, eps
+        self.iou_kind, self.iou_kwargs = iou_kind, dict(iou_kwargs or {})
+
+    @torch.no_grad()
+    def forward(self, pd_scores: torch.Tensor, pd_bboxes: torch.Tensor, anc_points: torch.Tensor,
+                gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor):
+        """Assign.
+
+        Args:
+            pd_scores: (B, A, nc) predicted class probabilities (after sigmoid).
+            pd_bboxes: (B, A, 4) predicted boxes, ``xyxy``, same units as the GTs (pixels).
+            anc_points: (A, 2) anchor centres (x, y), same units.
+            gt_labels: (B, M, 1) class indices of the padded GT list.
+            gt_bboxes: (B, M, 4) ``xyxy`` GT boxes.
+            mask_gt: (B, M, 1) 1 for real GTs, 0 for padding.
+
+        Returns:
+            target_labels (B, A) long, target_bboxes (B, A, 4), target_scores (B, A, nc) soft targets,
+            fg_mask (B, A) bool, target_gt_idx (B, A) long (index into M; 0 for background anchors).
+        """
+        b, a = pd_scores.shape[:2]
+        m = gt_bboxes.shape[1]
+        device = pd_scores.device
+        if m == 0:
+            return (torch.full((b, a), self.num_classes, dtype=torch.long, device=device),
+                    torch.zeros_like(pd_bboxes), torch.zeros_like(pd_scores),
+                    torch.zeros(b, a, dtype=torch.bool, device=device),
+                    torch.zeros(b, a, dtype=torch.long, device=device))
+
+        # candidates: anchor centre strictly inside the GT box, real GTs only: (B, M, A)
+        lt, rb = gt_bboxes[:, :, None, :2], gt_bboxes[:, :, None, 2:]
+        deltas = torch.cat((anc_points[None, None] - lt, rb - anc_points[None, None]), -1)
+        candidates = (deltas.amin(-1) > self.eps) & mask_gt.bool()
+
+        # alignment metric on candidate pairs only (the rest stay 0 and never become positive)
+        labels = gt_labels.long().squeeze(-1).clamp(0, self.num_classes - 1)  # (B, M)
+        scores = pd_scores.gather(2, labels[:, None, :].expand(b, a, m)).transpose(1, 2)  # (B, M, A)
+        overlaps = torch.zeros(b, m, a, dtype=pd_bboxes.dtype, device=device)
+        gt_pairs = gt_bboxes[:, :, None].expand(b, m, a, 4)[candidates]
+        pd_pairs = pd_bboxes[:, None].expand(b, m, a, 4)[candidates]
+        overlaps[candidates] = bbox_iou(pd_pairs, gt_pairs, kind=self.iou_kind, **self.iou_kwargs).clamp_(0)
+        align = scores.pow(self.alpha) * overlaps.pow(self.beta) * candidates
+
+        # top-k per GT; non-candidates rank below every candidate, so a GT with < k candidates keeps all
+        ranked = align.masked_fill(~candidates, -1.0)
+        top_idx = ranked.topk(min(self.topk, a), dim=-1).indices  # (B, M, k)
+        in_topk = torch.zeros_like(candidates).scatter_(-1, top_idx, True)
+        mask_pos = in_topk & candidates  # (B, M, A)
+
+        # an anchor claimed by several GTs keeps, among those claimants, the GT with the highest overlap
+        multi = mask_pos.sum(1, keepdim=True) > 1  # (B, 1, A)
+        if multi.any():
+            best = overlaps.masked_fill(~mask_pos, -1.0).argmax(1, keepdim=True)  # (B, 1, A)
+            best_onehot = torch.zeros_like(mask_pos).scatter_(1, best, True)
+            mask_pos = torch.where(multi, best_onehot & mask_pos, mask_pos)
+        fg_mask = mask_pos.any(1)  # (B, A)
+        target_gt_idx = mask_pos.float().argmax(1)  # (B, A)
+
+        batch_idx = torch.arange(b, device=device)[:, None]
+        target_labels = labels[batch_idx, target_gt_idx]  # (B, A)
+        target_bboxes = gt_bboxes[batch_idx, target_gt_idx]  # (B, A, 4)
+        target_scores = nn.functional.one_hot(target_labels, self.num_classes).to(pd_scores.dtype)
+        target_scores = target_scores * fg_mask[..., None]
+
+        # soft targets: t̂ = t · max_u / max_t per GT, so each GT's best anchor gets its best IoU
+        align = align * mask_pos
+        max_t = align.amax(-1, keepdim=True)  # (B, M, 1)
+        max_u = (overlaps * mask_pos).amax(-1, keepdim=True)
+        norm = (align * max_u / (max_t + self.eps)).amax(1)  # (B, A)
+        target_scores = target_scores * norm[..., None]
+        target_labels = torch.where(fg_mask, target_labels, torch.full_like(target_labels, self.num_classes))
+        return target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx
