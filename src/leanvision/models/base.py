@@ -76,5 +76,6 @@ def check_block_model(model: nn.Module) -> BlockModel:
             "build it with leanvision.models.create_model or wrap it with leanvision.models.from_timm"
         )
     if len(model.block_info) != len(model.blocks):
-        raise TypeError(f"{type(model).__name__}: block_info has {len(model.block_info)} entries for {len(model.blocks)} blocks")
+        n_info, n_blocks = len(model.block_info), len(model.blocks)
+        raise TypeError(f"{type(model).__name__}: block_info has {n_info} entries for {n_blocks} blocks")
     return model  # type: ignore[return-value]

@@ -1,0 +1,115 @@
+"""``leanvision bench`` and ``leanvision demo``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import replace
+
+from ..config import ConfigError, TrainConfig
+from .recipes import RECIPES
+from .report import add_ratios, write_outputs
+from .rows import parse_rows
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="run (model, method) rows side by side and tabulate cost and gain",
+        description="Rows are MODEL:METHOD[:key=value,...] (e.g. resnet110:e2e resnet110:dgl+mlaan:modules=55) "
+                    "or YAML files with a 'rows' list. With --steps N each row trains N steps on one random "
+                    "batch (resources only); otherwise each row really trains for --epochs on --data.")
+    p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml")
+    p.add_argument("--steps", type=int, help="resource-only rows: timed steps per row (after warm-up)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="a named, fixed recipe (e.g. cifar10-short)")
+    p.add_argument("--data", help="dataset name or path for training rows")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--out", default="runs/bench", help="folder for bench.md, bench.json, bench.png and runs")
+    p.add_argument("--json", help="also write the rows as JSON here")
+    p.add_argument("--title", default="leanvision bench")
+    p.set_defaults(func=cmd_bench)
+
+
+def base_config(args, recipe: str | None) -> TrainConfig:
+    values = dict(RECIPES[recipe]) if recipe else {}
+    for k in ("data", "data_dir", "epochs", "batch_size", "amp", "channels_last", "device", "seed",
+              "steps_per_epoch"):
+        v = getattr(args, k, None)
+        if v is not None:
+            values[k] = v
+    values.setdefault("progress", False)
+    return TrainConfig(**values)
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from .runner import run_rows
+
+    rows = parse_rows(args.rows)
+    base = base_config(args, args.recipe)
+    if not args.steps and args.epochs is None and not args.recipe:
+        raise ConfigError("give --steps N (resource-only rows) or --epochs N / --recipe (training rows)")
+    if base.device != "auto":
+        device = torch.device(base.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    done: list[dict] = []
+
+    def show(r):
+        done.append(r)
+        print(f"  done: {r['model']}:{r['method']} {r.get('settings') or ''}", flush=True)
+
+    run_rows(rows, base, args.steps, args.out, device, on_row=show)
+    command = "leanvision " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
+    md = write_outputs(add_ratios(done), args.out, args.title, "leanvision bench " + command.split(" ", 1)[-1],
+                       args.json)
+    print(md)
+    print(f"wrote {args.out}/bench.md, bench.json, bench.png")
+    return 0
+
+
+DEMO_ROWS = ["resnet20:e2e", "resnet20:dgl:modules=4", "resnet20:dgl+mlaan:modules=4",
+             "resnet20:replacement:interval=2"]
+
+
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the built-in demo: methods side by side on the bundled digits data")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--rows", nargs="+", help=f"override the rows (default: {' '.join(DEMO_ROWS)})")
+    p.add_argument("--no-detect", action="store_true", help="skip the detector part of the demo")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    import torch
+
+    from ..methods import list_methods
+    from .runner import run_rows
+
+    base = TrainConfig(**{**RECIPES["demo"], "progress": False})
+    if args.epochs:
+        base = replace(base, epochs=args.epochs)
+    wanted = parse_rows(args.rows or DEMO_ROWS)
+    rows = [r for r in wanted if r.method in list_methods()]
+    print(f"leanvision demo: {len(rows)} rows on the bundled digits data ({base.epochs} epochs each, CPU is fine)")
+    results = run_rows(rows, base, None, f"{args.out}/classify", torch.device("cpu"),
+                       on_row=lambda r: print(f"  {r['model']}:{r['method']} {r.get('settings') or ''}: "
+                                              f"test acc {r['accuracy']:.3f}", flush=True))
+    md = write_outputs(results, f"{args.out}/classify", "leanvision demo (digits, CPU)", "leanvision demo")
+    print(md)
+    if not args.no_detect:
+        try:
+            from ..detection.demo import run_detect_demo
+        except ImportError:
+            run_detect_demo = None
+        if run_detect_demo is not None:
+            run_detect_demo(f"{args.out}/detect")
+    return 0

@@ -1,0 +1,116 @@
+"""Bench output: a markdown table with ratios to the E2E row, JSON rows, a PNG plot, the environment."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+_RATIO_KEYS = ("peak_memory_bytes", "ms_per_step", "images_per_s", "trainable_params")
+
+
+def environment() -> dict:
+    env = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """Add ``<key>_vs_e2e`` for each row, against the e2e row of the same model (if present)."""
+    base = {r["model"]: r for r in rows if r["method"] == "e2e" and not r.get("settings")}
+    for r in rows:
+        b = base.get(r["model"])
+        for k in _RATIO_KEYS:
+            v, bv = r.get(k), (b or {}).get(k)
+            ok = b is not None and v is not None and bv and not (isinstance(v, float) and math.isnan(v))
+            r[f"{k}_vs_e2e"] = v / bv if ok else None
+        acc, bacc = r.get("accuracy"), (b or {}).get("accuracy")
+        r["accuracy_vs_e2e"] = acc - bacc if acc is not None and bacc is not None else None
+    return rows
+
+
+def _fmt(v, spec: str = ".3g") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, spec)
+
+
+def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, command: str = "") -> str:
+    rows = add_ratios(rows)
+    lines = [f"### {title}" if title else "", ""]
+    if command:
+        lines += [f"`{command}`", ""]
+    if env:
+        lines += ["; ".join(f"{k}: {v}" for k, v in env.items()), ""]
+    lines += [
+        "| model | method | settings | accuracy | peak memory (MB) | × E2E | ms/step | × E2E | images/s | "
+        "trainable params | × E2E |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        acc = r.get("accuracy")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r.get('settings') or ''} | "
+            f"{_fmt(acc * 100 if acc is not None else None, '.2f')} | "
+            f"{_fmt(r['peak_memory_bytes'] / 2**20, '.1f')} | {_fmt(r['peak_memory_bytes_vs_e2e'], '.2f')} | "
+            f"{_fmt(r['ms_per_step'], '.1f')} | {_fmt(r['ms_per_step_vs_e2e'], '.2f')} | "
+            f"{_fmt(r['images_per_s'], '.1f')} | {r['trainable_params']:,} | "
+            f"{_fmt(r['trainable_params_vs_e2e'], '.2f')} |"
+        )
+    src = rows[0].get("memory_source") if rows else ""
+    lines += ["", f"Peak memory source: {src}. Accuracy: last-epoch test top-1 (%)."]
+    return "\n".join(lines).strip() + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = add_ratios(rows)
+    labels = [f"{r['model']}\n{r['method']}" + (f"\n{r['settings']}" if r.get("settings") else "") for r in rows]
+    keys = [("peak_memory_bytes_vs_e2e", "peak memory"), ("ms_per_step_vs_e2e", "step time"),
+            ("trainable_params_vs_e2e", "trainable params")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4))
+    width = 0.8 / len(keys)
+    for j, (k, name) in enumerate(keys):
+        vals = [r[k] if r[k] is not None else 0 for r in rows]
+        ax.bar([i + (j - 1) * width for i in range(len(rows))], vals, width, label=name)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("ratio to E2E of the same model")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows: list[dict], out_dir: str | Path, title: str, command: str,
+                  json_path: str | Path | None = None) -> str:
+    """Write ``bench.md``, ``bench.json`` (or ``json_path``) and ``bench.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    md = render_markdown(rows, title, env, command)
+    (out / "bench.md").write_text(md)
+    payload = {"title": title, "command": command, "environment": env, "rows": rows}
+    Path(json_path or out / "bench.json").write_text(json.dumps(payload, indent=2, default=str))
+    if rows:
+        plot(rows, out / "bench.png")
+    return md

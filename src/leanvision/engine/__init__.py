@@ -1,0 +1,1 @@
+"""Training engine: the trainer loop, checkpoints, distributed helpers and the resource meter."""

@@ -1,0 +1,205 @@
+"""The resource meter: parameters, peak memory and step time, one implementation for train and bench.
+
+Peak memory is measured where it is real:
+- on CUDA, ``torch.cuda.max_memory_allocated`` over the measured steps (after warm-up);
+- on CPU, which has no allocator statistics, the peak bytes of tensors saved for backward
+  (tracked with saved-tensor hooks, each storage counted once while it is alive) plus the bytes
+  of parameters, gradients and optimizer state. This is the quantity local learning and
+  Replacement Learning change, so the CPU ratios are comparable to the GPU ones.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements, each tensor counted once (shared tensors are not double counted)."""
+    seen, total = set(), 0
+    for p in module.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def state_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+    """Bytes held by parameters, buffers, gradients and optimizer state (each tensor once)."""
+    params = {id(p): p for p in module.parameters()}
+    out = {
+        "params": sum(_nbytes(p) for p in params.values()),
+        "buffers": sum(_nbytes(b) for b in module.buffers()),
+        "grads": sum(_nbytes(p.grad) for p in params.values() if p.grad is not None),
+        "optimizer": 0,
+    }
+    if optimizer is not None:
+        for st in optimizer.state.values():
+            out["optimizer"] += sum(_nbytes(v) for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
+    return out
+
+
+class _Saved:
+    """Stand-in that autograd keeps instead of the saved tensor; releases its bytes when freed."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+class SavedTensorMeter:
+    """Track the peak bytes of tensors alive for backward inside a ``with`` block.
+
+    Storages are counted once however many graph nodes save them (a ReLU output saved by the
+    next conv is the same memory). Parameters saved by a layer are not activations and are
+    excluded (they are counted in :func:`state_bytes`).
+
+    Example::
+
+        with SavedTensorMeter() as m:
+            loss = model(x).sum(); loss.backward()
+        m.peak_bytes
+    """
+
+    def __init__(self, exclude: nn.Module | None = None):
+        self.current = 0
+        self.peak_bytes = 0
+        self._refs: dict[int, list] = {}  # storage key -> [bytes, live count]
+        # Parameters are often saved as views (``weight.t()``), so exclude them by storage.
+        self._exclude = {p.untyped_storage().data_ptr() for p in exclude.parameters()} if exclude is not None else set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _release(self, key: int) -> None:
+        entry = self._refs.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self._refs[key]
+
+    def _pack(self, t: torch.Tensor):
+        if isinstance(t, nn.Parameter) or t.device.type == "meta":
+            return t
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in self._exclude:
+            return t
+        entry = self._refs.get(key)
+        if entry is None:
+            nbytes = storage.nbytes()
+            self._refs[key] = [nbytes, 1]
+            self.current += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.current)
+        else:
+            entry[1] += 1
+        box = _Saved(t)
+        weakref.finalize(box, self._release, key)
+        return box
+
+    @staticmethod
+    def _unpack(box):
+        return box.tensor if isinstance(box, _Saved) else box
+
+    def __enter__(self) -> SavedTensorMeter:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+@dataclass
+class StepStats:
+    """What one measured window of training steps cost."""
+
+    trainable_params: int
+    total_params: int
+    peak_memory_bytes: int
+    activation_peak_bytes: int  # CPU: saved-for-backward peak; CUDA: 0 (included in the allocator peak)
+    state_bytes: int  # params + buffers + grads + optimizer state
+    ms_per_step: float
+    images_per_s: float
+    device: str
+    memory_source: str  # "cuda.max_memory_allocated" or "saved-tensors+state"
+
+
+class ResourceMeter:
+    """Measure a training loop: pass each step to :meth:`measure`.
+
+    Steps fall into three phases: ``warmup`` steps are ignored (lazy optimizer state, allocator
+    and autotuning warm-up); on CPU the next ``track_steps`` steps run under
+    :class:`SavedTensorMeter` for the activation peak and are not timed (the hooks cost a little
+    Python time); every later step is timed. On CUDA the peak is ``torch.cuda.max_memory_allocated``
+    over all steps after warm-up and every step after warm-up is timed.
+
+    Args:
+        method: the method (or model) being trained, for parameter and state bytes.
+        device: where training runs.
+        warmup: initial steps left out of time and memory figures.
+        track_steps: CPU steps measured for activation memory.
+    """
+
+    def __init__(self, method: nn.Module, device: torch.device | str, warmup: int = 2, track_steps: int = 2):
+        self.method, self.device, self.warmup = method, torch.device(device), warmup
+        self.track_steps = 0 if self.device.type == "cuda" else track_steps
+        self.timed_steps = self.timed_images = 0
+        self.seconds = 0.0
+        self.activation_peak = 0
+        self.state_peak = 0
+        self._seen = 0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def measure(self, fn, batch_size: int, optimizer: torch.optim.Optimizer | None = None):
+        """Run ``fn()`` (one full training step, optimizer step included); returns its result."""
+        phase = self._seen - self.warmup
+        self._seen += 1
+        if phase < 0:
+            return fn()
+        if phase == 0 and self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if phase < self.track_steps:
+            with SavedTensorMeter(self.method) as m:
+                out = fn()
+            self.activation_peak = max(self.activation_peak, m.peak_bytes)
+        else:
+            self._sync()
+            t0 = time.perf_counter()
+            out = fn()
+            self._sync()
+            self.seconds += time.perf_counter() - t0
+            self.timed_steps += 1
+            self.timed_images += batch_size
+        self.state_peak = max(self.state_peak, sum(state_bytes(self.method, optimizer).values()))
+        return out
+
+    def stats(self) -> StepStats:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            peak = torch.cuda.max_memory_allocated(self.device) if self._seen > self.warmup else 0
+        else:
+            peak = self.activation_peak + self.state_peak
+        return StepStats(
+            trainable_params=count_parameters(self.method, trainable_only=True),
+            total_params=count_parameters(self.method),
+            peak_memory_bytes=int(peak),
+            activation_peak_bytes=int(self.activation_peak),
+            state_bytes=int(self.state_peak),
+            ms_per_step=1000 * self.seconds / self.timed_steps if self.timed_steps else float("nan"),
+            images_per_s=self.timed_images / self.seconds if self.seconds else float("nan"),
+            device=torch.cuda.get_device_name(self.device) if cuda else "cpu",
+            memory_source="cuda.max_memory_allocated" if cuda else "saved-tensors+state",
+        )

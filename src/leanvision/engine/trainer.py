@@ -1,0 +1,281 @@
+"""The trainer loop: epochs, LR schedule, optimizer step, evaluation, logging and checkpoints.
+
+The method supplies what happens to one batch (``method.train_step``); the trainer owns the rest.
+Read top to bottom: :func:`train_one_epoch`, :func:`evaluate_classifier`, then :class:`Trainer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
+from .distributed import DistInfo, average_gradients
+from .meter import ResourceMeter, StepStats
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def to_device(obj, device: torch.device, channels_last: bool = False):
+    """Move a batch (tensor, or dict/list of tensors) to ``device``; 4-D float images optionally to NHWC."""
+    if torch.is_tensor(obj):
+        obj = obj.to(device, non_blocking=True)
+        if channels_last and obj.dim() == 4 and obj.is_floating_point():
+            obj = obj.contiguous(memory_format=torch.channels_last)
+        return obj
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, channels_last) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(v, device, channels_last) for v in obj)
+    return obj
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed-precision context: ``amp`` is none | bf16 | fp16."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_one_epoch(trainer: Trainer, epoch: int) -> dict:
+    """One pass over the training loader; returns the epoch's mean loss, accuracy and speed."""
+    method, opt, loader = trainer.method, trainer.optimizer, trainer.train_loader
+    method.train()
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    n_batches = len(loader) if trainer.steps_per_epoch is None else min(len(loader), trainer.steps_per_epoch)
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    has_logits, it = False, -1
+    bar = trainer.progress_bar(loader, n_batches, f"epoch {epoch + 1}/{trainer.epochs}")
+    for it, (images, targets) in enumerate(bar):
+        if it >= n_batches:
+            break
+        images = to_device(images, trainer.device, trainer.channels_last)
+        targets = to_device(targets, trainer.device)
+        trainer.schedule.apply(opt, epoch, it, n_batches)
+
+        step = functools.partial(trainer.train_step, images, targets, epoch, it)
+        out = trainer.meter.measure(step, images.shape[0], opt)
+        for k, v in out.items():
+            if k != "logits" and torch.is_tensor(v) and v.numel() == 1:
+                sums[k] = sums.get(k, 0.0) + float(v)
+        if "logits" in out and torch.is_tensor(targets):
+            has_logits = True
+            correct += int((out["logits"].argmax(1) == targets).sum())
+        seen += images.shape[0]
+        if trainer.show_progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{opt.param_groups[0]['lr']:.4g}")
+    steps = max(min(n_batches, it + 1), 1)
+    metrics = {f"train_{k}": v / steps for k, v in sums.items()}
+    if has_logits and seen:
+        metrics["train_acc"] = correct / seen
+    metrics["lr"] = opt.param_groups[0]["lr"]
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, loader: Iterable, device: torch.device, amp: str = "none",
+                        channels_last: bool = False) -> dict:
+    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    for images, targets in loader:
+        images, targets = to_device(images, device, channels_last), to_device(targets, device)
+        with autocast(device, amp):
+            logits = model(images)
+        loss_sum += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+        total += targets.numel()
+    model.train(was_training)
+    return {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+
+
+class Trainer:
+    """Drive a :class:`~leanvision.methods.Method` for ``epochs`` epochs.
+
+    Args:
+        method: the training method (holds the model and any auxiliary networks).
+        optimizer: built over ``method.param_groups(...)``.
+        schedule: object with ``apply(optimizer, epoch, it, iters_per_epoch)`` setting the LR.
+        train_loader: yields ``(images, targets)``; may have ``set_epoch``.
+        evaluate: ``fn(model) -> dict`` of metrics on the evaluation set (run on rank 0 only).
+        run_dir: folder for ``config.yaml``, ``metrics.csv``/``metrics.jsonl``, ``last.pt``, ``best.pt``.
+        epochs: number of epochs.
+        config: the resolved configuration, saved in every checkpoint (plain dict).
+        fitness: metric name that decides ``best.pt`` (higher is better).
+        amp / channels_last: mixed precision (none | bf16 | fp16) and NHWC inputs.
+        dist: rank/world size; only rank 0 evaluates, logs and writes files.
+        patience: stop when ``fitness`` has not improved for this many epochs (None: never).
+        steps_per_epoch: cap batches per epoch.
+        on_epoch_start: optional ``fn(epoch)`` hook (e.g. switch mosaic off for the last epochs).
+    """
+
+    def __init__(self, method, optimizer, schedule, train_loader, evaluate: Callable[[nn.Module], dict],
+                 run_dir: str | Path, epochs: int, config: dict, device: torch.device, fitness: str = "acc",
+                 amp: str = "none", channels_last: bool = False, dist: DistInfo | None = None,
+                 patience: int | None = None, steps_per_epoch: int | None = None, progress: bool = True,
+                 on_epoch_start: Callable[[int], None] | None = None, meter_warmup: int = 2,
+                 meter_track_steps: int = 2):
+        self.method, self.optimizer, self.schedule = method, optimizer, schedule
+        self.train_loader, self.evaluate_fn = train_loader, evaluate
+        self.run_dir, self.epochs, self.config = Path(run_dir), epochs, config
+        self.device, self.fitness, self.amp, self.channels_last = device, fitness, amp, channels_last
+        self.dist = dist or DistInfo()
+        self.patience, self.steps_per_epoch, self.on_epoch_start = patience, steps_per_epoch, on_epoch_start
+        self.show_progress = progress and self.dist.is_main
+        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+        self.meter = ResourceMeter(method, device, warmup=meter_warmup, track_steps=meter_track_steps)
+        self.start_epoch, self.best, self.best_epoch = 0, -math.inf, -1
+        self.history: list[dict] = []
+        self._params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    # -- pieces the epoch loop calls -------------------------------------------------------------
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def progress_bar(self, loader, total: int, desc: str):
+        if not self.show_progress:
+            return loader
+        from tqdm.auto import tqdm
+
+        return tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    def train_step(self, images, targets, epoch: int = 0, it: int = 0) -> dict:
+        """One full step: the method's forward/backward passes, gradient sync, optimizer step."""
+        opt = self.optimizer
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            out = self.method.train_step(images, targets, self.backward)
+        loss = out["loss"].detach().float()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {it + 1}; the last good checkpoint is "
+                f"{self.run_dir / 'last.pt'}. Lower the learning rate, or use --amp bf16 instead of fp16."
+            )
+        average_gradients(self._params)
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+        self.method.before_optimizer_step()
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.method.after_optimizer_step()
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        return {
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": epoch,  # completed epochs
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "rng": rng_state(),
+            "config": self.config,
+        }
+
+    def resume(self, path: str | Path) -> None:
+        """Continue exactly where ``path`` (a ``last.pt``) stopped: weights, optimizer, RNG, epoch."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        old = ckpt.get("config", {})
+        for key in ("model", "method"):
+            if key in old and key in self.config and old[key] != self.config[key]:
+                raise CheckpointError(
+                    f"{path}: checkpoint was trained with {key}={old[key]!r}, this run asks for "
+                    f"{key}={self.config[key]!r}; resume with the same {key} or start a new run"
+                )
+        try:
+            self.method.load_state_dict(ckpt["method"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit this model/method ({str(e).splitlines()[0]})") from e
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch, self.best, self.best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
+        self.history = list(ckpt.get("history", []))
+        set_rng_state(ckpt["rng"])
+
+    # -- logging -----------------------------------------------------------------------------------
+    def log(self, row: dict) -> None:
+        self.history.append(row)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        path = self.run_dir / "metrics.csv"
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        with open(path, "w", newline="") as f:  # rewritten so late-appearing columns get a header
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.history)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train from ``start_epoch`` to ``epochs``; returns the final metrics and resources."""
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        last = {}
+        stale = 0
+        for epoch in range(self.start_epoch, self.epochs):
+            if self.on_epoch_start is not None:
+                self.on_epoch_start(epoch)
+            t0 = time.perf_counter()
+            train = train_one_epoch(self, epoch)
+            train_time = time.perf_counter() - t0
+            metrics = self.evaluate_fn(self.method.inference_model()) if main else {}
+            row = {"epoch": epoch + 1, **train, **{f"val_{k}": v for k, v in metrics.items()},
+                   "epoch_s": round(train_time, 3)}
+            last = row
+            improved = main and metrics.get(self.fitness, -math.inf) > self.best
+            if improved:
+                self.best, self.best_epoch, stale = metrics[self.fitness], epoch + 1, 0
+            else:
+                stale += 1
+            if main:
+                self.log(row)
+                state = self.state(epoch + 1)
+                atomic_save(state, self.run_dir / "last.pt")
+                if improved:
+                    atomic_save(state, self.run_dir / "best.pt")
+                if self.dist.is_main:
+                    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                    print(shown, flush=True)
+            if self.patience is not None and stale >= self.patience:
+                if main:
+                    print(f"early stop: {self.fitness} has not improved for {self.patience} epochs", flush=True)
+                break
+        return self.result(last)
+
+    def resources(self) -> StepStats:
+        return self.meter.stats()
+
+    def result(self, last: dict) -> dict:
+        res = {
+            "final": last,  # last-epoch metrics: the primary result
+            f"best_epoch_{self.fitness}": self.best,  # model selection on the eval set: labelled as such
+            "best_epoch": self.best_epoch,
+            "resources": self.resources().__dict__,
+        }
+        if self.dist.is_main and self.run_dir.exists():
+            (self.run_dir / "results.json").write_text(json.dumps(res, indent=2))
+        return res

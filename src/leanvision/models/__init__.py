@@ -1,0 +1,21 @@
+"""Block-list classifiers (and, in :mod:`leanvision.models.yolo`, detectors)."""
+
+from . import resnet, vit  # noqa: F401  (registers the entrypoints)
+from ._registry import create_model as _create_registered
+from ._registry import list_models, register_model
+from .base import BlockInfo, BlockModel, check_block_model
+from .resnet import ResNet
+from .timm_adapter import TimmBlockModel, from_timm
+from .vit import VisionTransformer
+
+__all__ = [
+    "BlockInfo", "BlockModel", "ResNet", "TimmBlockModel", "VisionTransformer",
+    "check_block_model", "create_model", "from_timm", "list_models", "register_model",
+]
+
+
+def create_model(name: str, **kwargs):
+    """Build a registered model, or a timm model wrapped as a block list with ``timm/<name>``."""
+    if name.startswith("timm/"):
+        return from_timm(name.removeprefix("timm/"), **{k: v for k, v in kwargs.items() if v is not None})
+    return _create_registered(name, **kwargs)

@@ -1,0 +1,96 @@
+"""Expose timm ResNets and ViTs through the block-list contract, so every method applies to them.
+
+timm is optional: ``pip install leanvision[timm]``. The adapter does not copy weights; the stem,
+blocks and head are the timm model's own modules, so a pretrained timm checkpoint loaded into
+the timm model before wrapping stays in effect.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import BlockInfo, BlockModel
+
+
+class _TimmResNetStem(nn.Module):
+    def __init__(self, m: nn.Module):
+        super().__init__()
+        self.conv1, self.bn1, self.act1, self.maxpool = m.conv1, m.bn1, m.act1, m.maxpool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+
+
+class _TimmResNetHead(nn.Module):
+    def __init__(self, m: nn.Module):
+        super().__init__()
+        self.global_pool, self.fc = m.global_pool, m.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.global_pool(x))
+
+
+class _TimmViTStem(nn.Module):
+    def __init__(self, m: nn.Module):
+        super().__init__()
+        self.vit = [m]  # a list keeps the parent out of this module's children (no duplicate params)
+        self.patch_embed, self.norm_pre = m.patch_embed, m.norm_pre
+        self.pos_drop, self.patch_drop = m.pos_drop, m.patch_drop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.vit[0]._pos_embed(self.patch_embed(x))
+        return self.norm_pre(self.patch_drop(x))
+
+
+class _TimmViTHead(nn.Module):
+    def __init__(self, m: nn.Module):
+        super().__init__()
+        self.vit = [m]
+        self.norm, self.fc_norm, self.head_drop, self.head = m.norm, m.fc_norm, m.head_drop, m.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit[0].forward_head(self.norm(x))
+
+
+class TimmBlockModel(BlockModel):
+    """A timm ResNet or VisionTransformer seen as stem / blocks / head."""
+
+    def __init__(self, m: nn.Module, image_size: int):
+        super().__init__()
+        self.num_classes = m.num_classes
+        self.num_features = m.num_features
+        self.image_size = image_size
+        if hasattr(m, "layer1") and hasattr(m, "conv1"):  # timm.models.resnet.ResNet
+            self.stem, self.head = _TimmResNetStem(m), _TimmResNetHead(m)
+            blocks, infos = [], []
+            for s in range(1, 5):
+                for i, b in enumerate(getattr(m, f"layer{s}")):
+                    down = getattr(b, "downsample", None) is not None
+                    cin = b.conv1.in_channels
+                    cout = (b.conv3 if hasattr(b, "conv3") else b.conv2).out_channels
+                    stride = b.conv2.stride[0] if hasattr(b, "conv3") else b.conv1.stride[0]
+                    infos.append(BlockInfo(f"{s}.{i}", s, i, cin, cout, stride, down))
+                    blocks.append(b)
+        elif hasattr(m, "blocks") and hasattr(m, "patch_embed"):  # timm VisionTransformer
+            self.stem, self.head = _TimmViTStem(m), _TimmViTHead(m)
+            blocks = list(m.blocks)
+            infos = [BlockInfo(f"1.{i}", 1, i, m.embed_dim, m.embed_dim) for i in range(len(blocks))]
+        else:
+            raise TypeError(f"timm model {type(m).__name__} is neither a ResNet nor a VisionTransformer")
+        self.blocks = nn.ModuleList(blocks)
+        self.block_info = infos
+
+
+def from_timm(name: str, num_classes: int = 1000, pretrained: bool = False, **kwargs) -> TimmBlockModel:
+    """Create timm model ``name`` and wrap it as a block-list model.
+
+    ``pretrained=True`` only works where the weights are already in the local cache (no network).
+    """
+    try:
+        import timm
+    except ImportError as e:  # pragma: no cover - exercised only without timm
+        raise ImportError("timm models need timm: pip install 'leanvision[timm]'") from e
+    m = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    size = m.pretrained_cfg.get("input_size", (3, 224, 224))[-1] if hasattr(m, "pretrained_cfg") else 224
+    return TimmBlockModel(m, kwargs.get("img_size", size))
