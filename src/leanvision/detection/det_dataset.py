@@ -1,0 +1,205 @@
+"""Torch dataset, collate function and loader for detection.
+
+One item is ``(image, target)``:
+
+* ``image``: uint8 tensor (3, imgsz, imgsz), RGB. Training and validation both use square
+  inputs (validation letterboxes to a square; rectangular stride-32 batches are not built here,
+  which costs some padding compute but never changes where a box lands).
+* ``target``: ``{"cls": int64 [n], "boxes": float32 [n, 4] xyxy in input pixels, "im_file": str,
+  "ori_shape": (h, w), "ratio_pad": ((r, r), (padw, padh)) or None}``. ``ratio_pad`` maps input
+  pixels back to the original image (``x_orig = (x - padw) / r``, see
+  :func:`augment.scale_boxes_to_original`); it is None for mosaic images, which have no original.
+
+:func:`collate_fn` stacks images to uint8 (B, 3, H, W) and flattens targets to
+``{"img_idx": int64 [N], "cls": int64 [N], "boxes": float32 [N, 4], "im_file": [B],
+"ori_shape": [B], "ratio_pad": [B]}``.
+
+Determinism: each item draws from ``np.random.default_rng((seed, epoch, index))``, so results do
+not depend on the number of workers. Call :func:`set_loader_epoch` every epoch (it also sets
+the DistributedSampler's epoch) and ``dataset.close_mosaic()`` for the last ``close_mosaic``
+epochs. Loaders are built without persistent workers so such changes reach the workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+from .augment import apply_ratio_pad, augment_hsv, hflip, letterbox, mosaic4, random_affine, resize_long_side
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; EXIF rotation is not applied, matching the stored label coordinates."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class DetectionDataset(Dataset):
+    """Detection samples -> augmented, letterboxed tensors.
+
+    Args:
+        samples: dicts from :mod:`det_formats` / :func:`det_check.load_yolo_dataset` (boxes xyxy
+            in original pixels).
+        imgsz: square network input size (multiple of 32 for YOLOv8).
+        augment: random affine + HSV + flip (training); False gives plain letterboxing (validation).
+        mosaic: 4-image mosaic (only when ``augment``); switch off with :meth:`close_mosaic`.
+        mosaic_p, degrees, translate, scale, shear, perspective, hsv_h, hsv_s, hsv_v, fliplr:
+            YOLOv8 default hyperparameters (spec §5.6).
+        seed: base seed of the per-item random generators.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[dict],
+        imgsz: int = 640,
+        augment: bool = True,
+        mosaic: bool = True,
+        mosaic_p: float = 1.0,
+        degrees: float = 0.0,
+        translate: float = 0.1,
+        scale: float = 0.5,
+        shear: float = 0.0,
+        perspective: float = 0.0,
+        hsv_h: float = 0.015,
+        hsv_s: float = 0.7,
+        hsv_v: float = 0.4,
+        fliplr: float = 0.5,
+        seed: int = 0,
+    ):
+        self.samples = list(samples)
+        self.imgsz = int(imgsz)
+        self.augment = augment
+        self.mosaic = mosaic and augment
+        self.mosaic_p = mosaic_p
+        self.affine = dict(degrees=degrees, translate=translate, scale=scale, shear=shear, perspective=perspective)
+        self.hsv = (hsv_h, hsv_s, hsv_v)
+        self.fliplr = fliplr
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws each epoch (the seed stays the same)."""
+        self.epoch = int(epoch)
+
+    def close_mosaic(self) -> None:
+        """Turn mosaic off (YOLOv8 does this for the last ``close_mosaic`` epochs)."""
+        self.mosaic = False
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Image resized so its long side is ``imgsz``, its boxes in that image's pixels, cls, ratio."""
+        s = self.samples[i]
+        img, r = resize_long_side(load_rgb(s["im_file"]), self.imgsz)
+        return img, s["boxes"].astype(np.float32) * r, s["cls"].astype(np.int64), r
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        s = self.samples[index]
+        ratio_pad = None
+        if self.augment and self.mosaic and rng.random() < self.mosaic_p:
+            others = rng.integers(0, len(self), 3).tolist()
+            items = [self.load(j)[:3] for j in [index, *others]]
+            img, boxes, cls = mosaic4(items, self.imgsz, rng)
+            b = -self.imgsz // 2
+            img, boxes, cls = random_affine(img, boxes, cls, rng, border=(b, b), **self.affine)
+        else:
+            img, boxes, cls, r0 = self.load(index)
+            img, r, pad = letterbox(img, self.imgsz, scaleup=self.augment)
+            boxes = apply_ratio_pad(boxes, r, pad)
+            ratio_pad = ((r0 * r, r0 * r), pad)
+            if self.augment:
+                img, boxes, cls = random_affine(img, boxes, cls, rng, **self.affine)
+                ratio_pad = None  # the warp breaks the simple map back to the original
+        if self.augment:
+            img = augment_hsv(img, rng, *self.hsv)
+            if rng.random() < self.fliplr:
+                img, boxes = hflip(img, boxes)
+        target = {
+            "cls": torch.from_numpy(np.ascontiguousarray(cls, np.int64)),
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)).reshape(-1, 4),
+            "im_file": s["im_file"],
+            "ori_shape": tuple(s["shape"]),
+            "ratio_pad": ratio_pad,
+        }
+        image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return image, target
+
+
+def collate_fn(items):
+    """List of (image, target) -> (uint8 images (B, 3, H, W), flat batch dict; see module docstring)."""
+    images = torch.stack([im for im, _ in items])
+    targets = [t for _, t in items]
+    n = [len(t["cls"]) for t in targets]
+    batch = {
+        "img_idx": torch.repeat_interleave(torch.arange(len(items)), torch.tensor(n, dtype=torch.long)),
+        "cls": torch.cat([t["cls"] for t in targets]) if targets else torch.zeros(0, dtype=torch.long),
+        "boxes": torch.cat([t["boxes"] for t in targets]).reshape(-1, 4) if targets else torch.zeros(0, 4),
+        "im_file": [t["im_file"] for t in targets],
+        "ori_shape": [t["ori_shape"] for t in targets],
+        "ratio_pad": [t["ratio_pad"] for t in targets],
+    }
+    return images, batch
+
+
+def build_detection_loader(
+    samples: Sequence[dict] | DetectionDataset,
+    imgsz: int = 640,
+    batch_size: int = 16,
+    augment: bool = False,
+    shuffle: bool | None = None,
+    workers: int = 2,
+    seed: int = 0,
+    distributed: bool | None = None,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    **dataset_kwargs,
+) -> DataLoader:
+    """DataLoader over a :class:`DetectionDataset` (built from ``samples`` unless one is given).
+
+    Args:
+        shuffle: default ``augment`` (shuffle training, keep validation in order).
+        distributed: use a DistributedSampler; default when torch.distributed is initialised.
+            ``batch_size`` is per process.
+        seed: seeds both the sampler order and the augmentations.
+        dataset_kwargs: passed to :class:`DetectionDataset` (mosaic, hsv_h, ...).
+    """
+    ds = (
+        samples
+        if isinstance(samples, DetectionDataset)
+        else DetectionDataset(samples, imgsz=imgsz, augment=augment, seed=seed, **dataset_kwargs)
+    )
+    shuffle = ds.augment if shuffle is None else shuffle
+    if distributed is None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    elif shuffle:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(ds)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Set the epoch on the sampler (DistributedSampler shuffling) and the dataset (augmentation draws)."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if isinstance(loader.sampler, RandomSampler) and loader.sampler.generator is not None:
+        loader.sampler.generator.manual_seed(loader.dataset.seed * 100003 + epoch)  # order depends only on epoch
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)

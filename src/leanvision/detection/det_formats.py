@@ -1,0 +1,381 @@
+"""Readers of the detection formats people already have, into one sample format.
+
+A *sample* is a plain dict::
+
+    {"im_file": str,                 # absolute image path
+     "shape": (h, w),                # original image size in pixels
+     "cls": np.ndarray int64 [N],    # 0-based contiguous class index
+     "boxes": np.ndarray float32 [N, 4],   # x1, y1, x2, y2 in original-image pixels
+     "problems": [str, ...]}         # optional: what the reader found wrong (see det_check)
+
+Readers never drop or clip anything silently: what is wrong with a label is written into
+``problems`` and :func:`leanvision.detection.det_check.check_dataset` decides (fail or skip).
+Only structural breakage of a whole annotation file (malformed COCO json, missing data.yaml
+keys) raises :class:`DatasetFormatError` at once, because nothing can be read from it.
+
+Supported layouts:
+
+* YOLO: ``data.yaml`` (path, train, val, optional test, names) + ``labels/*.txt`` holding
+  ``cls cx cy w h`` normalised to [0, 1]; labels live where ``/images/`` is replaced by ``/labels/``.
+* COCO json: ``bbox`` is ``[x, y, w, h]`` in pixels; category ids are mapped to 0..K-1 in sorted
+  id order; ``iscrowd`` boxes are dropped unless asked for; masks are ignored.
+* Pascal VOC: ``Annotations/*.xml`` + ``JPEGImages/`` (+ ``ImageSets/Main/<split>.txt``);
+  ``difficult`` boxes are dropped unless ``keep_difficult=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetFormatError(ValueError):
+    """An annotation file (or data.yaml) that cannot be read at all; the message names the file."""
+
+
+def make_sample(im_file, shape, cls=None, boxes=None, problems=None) -> dict:
+    """Build a sample with the canonical dtypes (int64 classes, float32 xyxy pixel boxes)."""
+    cls = np.asarray([] if cls is None else cls, dtype=np.int64).reshape(-1)
+    boxes = np.asarray([] if boxes is None else boxes, dtype=np.float32).reshape(-1, 4)
+    return {
+        "im_file": str(im_file),
+        "shape": (int(shape[0]), int(shape[1])),
+        "cls": cls,
+        "boxes": boxes,
+        "problems": list(problems or []),
+    }
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(h, w) from the image header (cheap; pixels are not decoded), or None if unreadable."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+        return int(h), int(w)
+    except Exception:  # any decoder error means "unreadable"; det_check reports it
+        return None
+
+
+# ---------------------------------------------------------------------------------------- YOLO
+
+
+def img2label_path(im_file: str | os.PathLike) -> Path:
+    """Standard YOLO mapping: the last ``/images/`` folder becomes ``/labels/``, suffix ``.txt``."""
+    p = Path(im_file)
+    parts = list(p.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _list_images(entry: str | os.PathLike, root: Path, yaml_file: Path) -> list[str]:
+    """Expand one train/val entry (folder, txt list of images, or a single image) into files."""
+    p = Path(entry)
+    p = p if p.is_absolute() else root / p
+    if p.is_dir():
+        return sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMG_EXTS)
+    if p.suffix.lower() == ".txt" and p.is_file():
+        files = []
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if line:
+                f = Path(line)
+                # ultralytics convention: "./x.jpg" is relative to the list file's folder
+                # normpath, not resolve(): images may be symlinks, and labels sit beside the link
+                files.append(os.path.normpath(f if f.is_absolute() else p.parent / f))
+        return files
+    if p.suffix.lower() in IMG_EXTS and p.is_file():
+        return [str(p)]
+    raise DatasetFormatError(
+        f"{yaml_file}: split entry '{entry}' resolves to {p}, which is not an image "
+        "folder, a .txt list of images or an image; fix the path in the yaml"
+    )
+
+
+def load_data_yaml(path: str | os.PathLike) -> dict:
+    """Read a YOLO ``data.yaml`` and resolve its splits into image lists.
+
+    Args:
+        path: the yaml file. Keys: ``path`` (dataset root; relative to the yaml's folder; default
+            the yaml's folder), ``train``, ``val``, optional ``test`` (each a folder, a txt list
+            of images or a list of those), ``names`` (list or {index: name} dict), optional ``nc``.
+
+    Returns:
+        ``{"root": Path, "names": list[str], "train"/"val"/"test": list[str] image files (absent
+        splits give [])}``.
+    """
+    yaml_file = Path(path)
+    try:
+        cfg = yaml.safe_load(yaml_file.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DatasetFormatError(f"{yaml_file}: cannot read the data yaml ({e}); check the path and syntax") from e
+    if not isinstance(cfg, dict) or "names" not in cfg or "train" not in cfg:
+        raise DatasetFormatError(
+            f"{yaml_file}: a data yaml needs at least 'train' and 'names' keys (and usually 'path' and 'val')"
+        )
+    names = cfg["names"]
+    if isinstance(names, dict):
+        keys = sorted(int(k) for k in names)
+        if keys != list(range(len(keys))):
+            raise DatasetFormatError(f"{yaml_file}: 'names' dict keys must be 0..{len(keys) - 1}, got {keys}")
+        names = [str(names[k] if k in names else names[str(k)]) for k in keys]
+    names = [str(n) for n in names]
+    if "nc" in cfg and int(cfg["nc"]) != len(names):
+        raise DatasetFormatError(f"{yaml_file}: nc={cfg['nc']} but 'names' has {len(names)} entries; make them agree")
+    root = Path(cfg.get("path") or ".")
+    root = root if root.is_absolute() else (yaml_file.parent / root)
+    root = root.resolve()
+    out = {"root": root, "names": names}
+    for split in ("train", "val", "test"):
+        entry = cfg.get(split)
+        entries = [] if entry is None else (entry if isinstance(entry, list) else [entry])
+        out[split] = [f for e in entries for f in _list_images(e, root, yaml_file)]
+    return out
+
+
+def read_yolo_label(label_file: str | os.PathLike, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Parse one YOLO txt (``cls cx cy w h`` normalised) into classes and xyxy pixel boxes.
+
+    A missing file is an image without objects. Lines that cannot be parsed are reported in the
+    returned problem list (with their line number) and skipped; values are not clipped here.
+    """
+    h, w = shape
+    cls, boxes, problems = [], [], []
+    try:
+        text = Path(label_file).read_text()
+    except FileNotFoundError:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), []
+    except (OSError, UnicodeDecodeError) as e:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), [f"label file unreadable ({e})"]
+    for ln, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 5:  # polygons (segmentation labels) have more columns; not supported here
+            problems.append(f"line {ln}: expected 5 columns 'cls cx cy w h', got {len(parts)}")
+            continue
+        try:
+            c = float(parts[0])
+            cx, cy, bw, bh = (float(v) for v in parts[1:])
+        except ValueError:
+            problems.append(f"line {ln}: non-numeric value in '{line.strip()}'")
+            continue
+        if c != int(c):
+            problems.append(f"line {ln}: class id {parts[0]} is not an integer")
+            continue
+        cls.append(int(c))
+        boxes.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+    return np.asarray(cls, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4), problems
+
+
+def read_yolo_split(image_files: Sequence[str]) -> list[dict]:
+    """Samples for a list of images with labels at :func:`img2label_path`."""
+    samples = []
+    for f in image_files:
+        shape = image_size(f)
+        if shape is None:
+            samples.append(make_sample(f, (0, 0), problems=["image unreadable or corrupt"]))
+            continue
+        cls, boxes, problems = read_yolo_label(img2label_path(f), shape)
+        samples.append(make_sample(f, shape, cls, boxes, problems))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------- COCO
+
+
+def read_coco(
+    json_file: str | os.PathLike, images_dir: str | os.PathLike | None = None, keep_crowd: bool = False
+) -> tuple[list[dict], list[str]]:
+    """Read COCO detection json.
+
+    Args:
+        json_file: the annotation file.
+        images_dir: folder holding ``file_name``; default the json's folder, then ``../images``.
+        keep_crowd: keep ``iscrowd=1`` boxes (dropped by default, as COCO evaluation ignores them).
+
+    Returns:
+        (samples, names): every image listed in ``images`` (also those without boxes) and the
+        category names in sorted category-id order (index = contiguous class id).
+    """
+    json_file = Path(json_file)
+    try:
+        data = json.loads(json_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetFormatError(f"{json_file}: cannot parse COCO json ({e}); check the file is complete") from e
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise DatasetFormatError(f"{json_file}: a COCO json needs 'images', 'annotations' and 'categories' lists")
+    try:
+        cats = sorted(data["categories"], key=lambda c: int(c["id"]))
+        cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
+        names = [str(c["name"]) for c in cats]
+        imgs = {int(im["id"]): im for im in data["images"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from e
+    if images_dir is None:
+        cand = [json_file.parent, json_file.parent.parent / "images", json_file.parent / "images"]
+        first = next(iter(imgs.values()), None)
+        images_dir = next((d for d in cand if first is None or (d / first["file_name"]).exists()), cand[0])
+    images_dir = Path(images_dir)
+
+    per_img: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in imgs}
+    for k, ann in enumerate(data["annotations"]):
+        try:
+            img_id, bbox, cat = int(ann["image_id"]), [float(v) for v in ann["bbox"]], int(ann["category_id"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetFormatError(f"{json_file}: annotation #{k} is malformed ({e!r})") from e
+        if img_id not in per_img:
+            raise DatasetFormatError(
+                f"{json_file}: annotation #{k} refers to image_id {img_id}, which is not in 'images'"
+            )
+        if ann.get("iscrowd", 0) and not keep_crowd:
+            continue
+        c, b, p = per_img[img_id]
+        if len(bbox) != 4:
+            p.append(f"annotation id {ann.get('id', k)}: bbox needs 4 numbers, got {len(bbox)}")
+            continue
+        if cat not in cat_index:
+            p.append(f"annotation id {ann.get('id', k)}: category_id {cat} not in 'categories'")
+            continue
+        x, y, bw, bh = bbox
+        c.append(cat_index[cat])
+        b.append([x, y, x + bw, y + bh])
+    samples = []
+    for img_id, im in imgs.items():
+        c, b, p = per_img[img_id]
+        shape = (int(im.get("height", 0) or 0), int(im.get("width", 0) or 0))
+        f = images_dir / im["file_name"]
+        if shape[0] <= 0 or shape[1] <= 0:
+            shape = image_size(f) or (0, 0)
+        samples.append(make_sample(f, shape, c, b, p))
+    return samples, names
+
+
+# ----------------------------------------------------------------------------------------- VOC
+
+
+def read_voc_xml(
+    xml_file: str | os.PathLike,
+    names: Sequence[str] | None,
+    images_dir: Path,
+    keep_difficult: bool = False,
+    aliases: dict[str, str] | None = None,
+) -> tuple[dict, list[str]]:
+    """Parse one VOC xml. Returns (sample, new class names seen when ``names`` is None-growable).
+
+    Class names are matched case-insensitively (after ``aliases``); an unknown name becomes a
+    problem ("unknown class") unless ``names`` is None, in which case it is collected.
+    """
+    xml_file = Path(xml_file)
+    aliases = aliases or {}
+    try:
+        root = ET.parse(xml_file).getroot()
+    except (ET.ParseError, OSError) as e:
+        f = images_dir / (xml_file.stem + ".jpg")
+        return make_sample(f, (0, 0), problems=[f"malformed xml {xml_file.name} ({e})"]), []
+    fname = root.findtext("filename") or ""
+    f = images_dir / fname if fname and (images_dir / fname).exists() else None
+    if f is None:  # VOC files often carry a stale <filename>; fall back to the xml's stem
+        f = next(
+            (images_dir / (xml_file.stem + e) for e in IMG_EXTS if (images_dir / (xml_file.stem + e)).exists()),
+            images_dir / (fname or xml_file.stem + ".jpg"),
+        )
+    size = root.find("size")
+    try:
+        shape = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))
+    except (AttributeError, TypeError, ValueError):
+        shape = (0, 0)
+    if shape[0] <= 0 or shape[1] <= 0:
+        shape = image_size(f) or (0, 0)
+    index = {n.lower(): i for i, n in enumerate(names)} if names is not None else {}
+    cls, boxes, problems, seen = [], [], [], []
+    for k, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        key = aliases.get(name.lower(), name.lower())
+        if obj.findtext("difficult", "0").strip() in ("1", "true") and not keep_difficult:
+            continue
+        bb = obj.find("bndbox")
+        try:
+            box = [float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")]
+        except (AttributeError, TypeError, ValueError):
+            problems.append(f"object #{k} ('{name}'): missing or non-numeric bndbox")
+            continue
+        if names is None:
+            if key not in seen:
+                seen.append(key)
+            cls.append(seen.index(key))  # provisional; remapped by the caller
+        elif key in index:
+            cls.append(index[key])
+        else:
+            problems.append(f"object #{k}: unknown class '{name}' (known: {', '.join(names)})")
+            continue
+        # VOC pixel indices are 1-based and inclusive: xmin=1 is the first column's left edge
+        boxes.append([box[0] - 1, box[1] - 1, box[2], box[3]])
+    return make_sample(f, shape, cls, boxes, problems), seen
+
+
+def voc_split_ids(root: str | os.PathLike, split: str | None) -> list[str] | None:
+    """Ids listed in ``ImageSets/Main/<split>.txt`` or None if that file does not exist."""
+    if split is None:
+        return None
+    f = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+    if not f.is_file():
+        return None
+    return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+
+
+def read_voc(
+    root: str | os.PathLike,
+    split: str | None = None,
+    names: Sequence[str] | None = None,
+    keep_difficult: bool = False,
+    aliases: dict[str, str] | None = None,
+    ids: Sequence[str] | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Read a VOC-style folder (``Annotations/`` + ``JPEGImages/``).
+
+    Args:
+        root: folder holding ``Annotations`` and ``JPEGImages``.
+        split: read only the ids in ``ImageSets/Main/<split>.txt`` (all xml files if absent).
+        names: class list (index order); None collects names in sorted order from the files.
+        keep_difficult: keep ``<difficult>1</difficult>`` objects (dropped by default).
+        aliases: lower-case name -> canonical name, for spelling variants in the xml files.
+        ids: explicit id list (overrides ``split``).
+
+    Returns:
+        (samples, names).
+    """
+    root = Path(root)
+    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
+    if not ann_dir.is_dir():
+        raise DatasetFormatError(
+            f"{root}: no 'Annotations' folder; a VOC dataset needs Annotations/*.xml and JPEGImages/"
+        )
+    ids = list(ids) if ids is not None else voc_split_ids(root, split)
+    xmls = [ann_dir / f"{i}.xml" for i in ids] if ids is not None else sorted(ann_dir.glob("*.xml"))
+    results = [
+        read_voc_xml(x, names, img_dir, keep_difficult, aliases)
+        if x.is_file()
+        else (make_sample(img_dir / (x.stem + ".jpg"), (0, 0), problems=[f"annotation {x} missing"]), [])
+        for x in xmls
+    ]
+    if names is not None:
+        return [s for s, _ in results], list(names)
+    all_names = sorted({n for _, seen in results for n in seen})
+    samples = []
+    for s, seen in results:  # remap provisional per-file indices to the global sorted list
+        if len(s["cls"]):
+            s["cls"] = np.asarray([all_names.index(seen[c]) for c in s["cls"]], np.int64)
+        samples.append(s)
+    return samples, all_names
