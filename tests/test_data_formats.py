@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from leanvision.data import DatasetError, build_dataset, list_datasets
+from leanvision.data import DatasetError, DataSpec, build_dataset, list_datasets
 
 
 @pytest.fixture(autouse=True)
@@ -190,3 +190,11 @@ def test_unknown_name_lists_valid_ones():
     for name in ("cifar10", "cifar100", "svhn", "stl10", "imagenet", "digits"):
         assert name in str(e.value)
     assert list_datasets() == ["cifar10", "cifar100", "digits", "imagenet", "stl10", "svhn"]
+
+
+def test_spec_override_and_unknown_options():
+    spec = DataSpec(32, (0.1, 0.2, 0.3), (1.0, 1.0, 1.0), pad=0, flip=True)
+    ds = build_dataset("digits", train=True, spec=spec)
+    assert ds.spec == spec and ds.subset([0, 1]).spec == spec
+    with pytest.raises(DatasetError, match=r"dataset 'digits' does not take 'extra'"):
+        build_dataset("digits", extra=True)

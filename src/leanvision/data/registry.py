@@ -87,7 +87,10 @@ def build_dataset(name_or_path: str | os.PathLike, train: bool = True, *,
     """
     key = str(name_or_path)
     if key.lower() in _DATASETS:
-        ds = _DATASETS[key.lower()](root=root, train=train, **kwargs)
+        try:
+            ds = _DATASETS[key.lower()](root=root, train=train, **kwargs)
+        except TypeError as e:  # an option this dataset does not take
+            raise DatasetError(f"dataset {key!r} does not take {', '.join(map(repr, kwargs))}: {e}") from e
     else:
         path = Path(key).expanduser()
         looks_like_path = os.sep in key or "/" in key or path.exists() or is_archive(path)
