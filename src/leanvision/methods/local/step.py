@@ -1,0 +1,171 @@
+"""One training step of local learning: every backward pass of a batch, no optimizer step.
+
+The MLAAN step computes the gradients of the released code's procedure (spec §3.3, routing §3.4)
+with each module run forward once. The release re-runs modules on a second stream ("y"/"z") so that
+cascaded loss i back-propagates into modules i-span+1..i; here each module's graph is kept until the
+last cascaded loss that reaches it has passed through, and the gradients are routed explicitly:
+
+- a loss's gradient w.r.t. a module output h_j is found by backward through the heads/LAM only
+  (their inputs are detached leaves), so the independent and cascaded parts stay apart;
+- cascaded gradients are carried to earlier modules with input-only vector-Jacobian products
+  (``autograd.grad`` w.r.t. the module input);
+- every contribution to module j's output gradient is summed and pushed into its parameters with
+  one parameter-only backward, which frees its graph.
+
+So a module costs one forward, one parameter backward and span-1 input backwards, against the
+release's 1+span forwards and backwards. tests/test_local_equivalence.py proves the gradients equal
+a literal transcription of §3.3 to 1e-6 in float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from ..base import Backward
+
+
+@contextlib.contextmanager
+def _bn_repeats(pieces: list[nn.Module], counts: list[int]):
+    """Make BN running statistics move as if each piece ran forward ``count`` times on this batch.
+
+    n identical momentum updates r <- (1-m) r + m mu equal one update with momentum 1-(1-m)^n,
+    because every recomputation of the release sees the same batch statistics (§6.13, §8.11).
+    """
+    changed = []
+    for piece, n in zip(pieces, counts):
+        if n <= 1 or not piece.training:
+            continue
+        for bn in piece.modules():
+            if (
+                isinstance(bn, nn.modules.batchnorm._BatchNorm)
+                and bn.track_running_stats
+                and bn.momentum is not None
+            ):
+                changed.append((bn, bn.momentum, n))
+                bn.momentum = 1.0 - (1.0 - bn.momentum) ** n
+    try:
+        yield
+    finally:
+        for bn, momentum, n in changed:
+            bn.momentum = momentum
+            bn.num_batches_tracked.add_(n - 1)
+
+
+def _run_module(pieces: list[nn.Module], x: torch.Tensor, counts: list[int] | None = None) -> torch.Tensor:
+    with _bn_repeats(pieces, counts) if counts else contextlib.nullcontext():
+        for piece in pieces:
+            x = piece(x)
+    return x
+
+
+def greedy_step(
+    method, images: torch.Tensor, targets: torch.Tensor, backward: Backward
+) -> dict[str, torch.Tensor]:
+    """DGL / InfoPro / greedy SL: forward module k on the detached output of k-1, back-propagate
+    its local loss at once (freeing its graph), pass on the detached output (§1.1)."""
+    k = len(method.split)
+    image = method.target_image(images)
+    x, aux = images, []
+    for j in range(k - 1):
+        h = _run_module(method.pieces(j), x)
+        loss = method.aux[j](h, targets, image)
+        if loss.requires_grad:
+            backward(loss)
+        aux.append(loss.detach())
+        x = h.detach()
+    loss, logits = method.final_loss(_run_module(method.pieces(k - 1), x), targets)
+    backward(loss)
+    out = {"loss": loss.detach(), "logits": logits.detach()}
+    if aux:
+        out["aux_loss"] = torch.stack(aux).float().mean()
+    return out
+
+
+def _params(pieces: list[nn.Module]) -> list[torch.Tensor]:
+    return [p for piece in pieces for p in piece.parameters() if p.requires_grad]
+
+
+def release_forward_counts(method) -> list[list[int]]:
+    """How many times the release runs each piece forward per step: once on the x stream, plus
+    once per cascaded (or final) loss that reaches its module; the stem runs once (§3.3, §3.4)."""
+    k, s = len(method.split), method.span
+    losses = method.loss_modules + [k - 1]
+    counts = []
+    for j, mod in enumerate(method.split.modules):
+        n = 1 if k == 1 else 1 + sum(1 for i in losses if i - s + 1 <= j <= i)
+        counts.append([1 if p < 0 else n for p in mod])
+    return counts
+
+
+def mlaan_step(
+    method, images: torch.Tensor, targets: torch.Tensor, backward: Backward
+) -> dict[str, torch.Tensor]:
+    """MLAAN (DGL or InfoPro base), span s, K modules E_0..E_{K-1}:
+
+    - module i in [s-1, K-2]: L_i = w_x * indep_i(h_i) + w_y * casc_i(LAM_i(h_i)); the independent
+      part reaches E_i only, the cascaded part E_{i-s+1}..E_i (stem included in E_0);
+    - final: CE(head(h_{K-1})) reaching E_{K-s}..E_{K-1} and the head.
+    """
+    k, s = len(method.split), method.span
+    image = method.target_image(images)
+    has_loss = set(method.loss_modules)
+    counts = release_forward_counts(method) if method.bn_updates == "release" else [None] * k
+    # live[j] = [output h_j, input x_j (leaf), summed output-gradient for the parameter backward]
+    live: dict[int, list] = {}
+    x, aux = images, []
+    for j in range(k):
+        # x_j needs a gradient when a cascaded loss computed at step i in [j, j+s-2] reaches E_{j-1}.
+        needs_input_grad = j > 0 and any(i in has_loss or i == k - 1 for i in range(j, j + s - 1))
+        if needs_input_grad:
+            x = x.requires_grad_()
+        h = _run_module(method.pieces(j), x, counts[j])
+        live[j] = [h, x, None]
+        hy = h.detach().requires_grad_()
+        if j == k - 1:
+            loss, logits = method.final_loss(hy, targets)
+            backward(loss)
+        elif j in has_loss:
+            hx = h.detach().requires_grad_()
+            indep = method.indep[str(j)](hx, targets, image)
+            casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
+            total = method.w_x * indep + method.w_y * casc
+            backward(total)
+            aux.append(total.detach())
+            _accumulate(live[j], hx.grad)
+        else:
+            x = h.detach()
+            continue
+        # Carry the cascaded gradient down to E_{j-s+1}, stopping at module 0.
+        grad, lowest = hy.grad, max(0, j - s + 1)
+        for m in range(j, lowest - 1, -1):
+            _accumulate(live[m], grad)
+            if m > lowest and grad is not None:
+                out_m, in_m = live[m][0], live[m][1]
+                (grad,) = torch.autograd.grad(out_m, in_m, grad, retain_graph=True)
+        # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
+        _finish(method, live, lowest if j < k - 1 else None)
+        x = h.detach()
+    _finish(method, live, None)
+    out = {"loss": loss.detach(), "logits": logits.detach()}
+    if aux:
+        out["aux_loss"] = torch.stack(aux).float().mean()
+    return out
+
+
+def _accumulate(entry: list, grad: torch.Tensor | None) -> None:
+    if grad is not None:
+        entry[2] = grad if entry[2] is None else entry[2] + grad
+
+
+def _finish(method, live: dict[int, list], upto: int | None) -> None:
+    """Parameter backward (one per module) for live modules with index <= ``upto`` (all if None)."""
+    for m in sorted(live):
+        if upto is not None and m > upto:
+            break
+        h, _, grad = live.pop(m)
+        params = _params(method.pieces(m))
+        if grad is not None and params:
+            torch.autograd.backward(h, grad, inputs=params)
