@@ -130,3 +130,20 @@ def test_loss_decreases_when_overfitting_one_image():
         losses.append(total.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5, losses
+
+
+def test_loss_ignores_an_enclosing_autocast_region(model):
+    raw = [r.detach() for r in model(torch.randn(2, 3, 64, 64))]
+    crit = DetectionLoss(model)
+    ref = crit(raw, BATCH)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = crit(raw, BATCH)[1]
+    for k in ref:
+        torch.testing.assert_close(amp[k], ref[k])
+
+
+def test_aiou_lambda_schedule_endpoint_is_ciou(model):
+    raw = [r.detach() for r in model(torch.randn(2, 3, 64, 64))]
+    crit = DetectionLoss(model, box_kind="aiou", assigner_iou_kind="aiou")
+    crit.aiou_lambda = 1.0  # a λ(epoch) schedule sets this between steps; λ = 1 is CIoU, assigner included
+    torch.testing.assert_close(crit(raw, BATCH)[1]["box"], DetectionLoss(model)(raw, BATCH)[1]["box"])

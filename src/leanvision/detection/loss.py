@@ -73,7 +73,7 @@ class DetectionLoss:
             ``"diou"``, ``"giou"``, ``"iou"``.
         box, cls, dfl: loss gains (7.5, 0.5, 1.5 in YOLOv8).
         aiou_lambda, aiou_mode: AIoU reading (see :func:`~leanvision.detection.boxes.bbox_iou`).
-            ``aiou_lambda`` may be changed between epochs for a λ schedule.
+            ``aiou_lambda`` may be changed between steps for a λ(epoch) schedule (assigner included).
         assigner_iou_kind: overlap measure of the assigner (``"ciou"``; ``box_kind`` for "AIoU throughout").
         topk, alpha, beta: TaskAlignedAssigner settings.
 
@@ -98,10 +98,15 @@ class DetectionLoss:
         return bbox_iou(pred, target, kind=self.box_kind, **kw)
 
     def __call__(self, preds: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict]:
+        # float32 throughout, also inside an AMP region: the small IoU penalty terms, the DFL softmax and the
+        # assigner's s^α·u^β lose too much in half precision
+        with torch.autocast(preds[0].device.type, enabled=False):
+            return self._loss([p.float() for p in preds], batch)
+
+    def _loss(self, preds: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict]:
         b = preds[0].shape[0]
         device = preds[0].device
-        # float32 throughout: under AMP the small IoU penalty terms and the DFL softmax lose precision
-        x = torch.cat([p.float().view(b, self.nc + 4 * self.reg_max, -1) for p in preds], 2)  # (B, no, A)
+        x = torch.cat([p.view(b, self.nc + 4 * self.reg_max, -1) for p in preds], 2)  # (B, no, A)
         pred_distri, pred_logits = x.split((4 * self.reg_max, self.nc), 1)
         pred_distri = pred_distri.permute(0, 2, 1).contiguous()  # (B, A, 4·reg_max)
         pred_logits = pred_logits.permute(0, 2, 1).contiguous()  # (B, A, nc)
@@ -113,6 +118,7 @@ class DetectionLoss:
         pred_bboxes = dist2bbox(dist, anchors, xywh=False)  # (B, A, 4) xyxy
 
         gt_labels, gt_bboxes, mask_gt = pad_targets(batch, b, device)
+        self.assigner.iou_kwargs["aiou_lambda"] = self.aiou_lambda  # follows a λ(epoch) schedule
         _, target_bboxes, target_scores, fg, _ = self.assigner(
             pred_logits.detach().sigmoid(), pred_bboxes.detach() * stride_t,
             anchors * stride_t, gt_labels, gt_bboxes, mask_gt)
