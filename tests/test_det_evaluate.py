@@ -138,6 +138,16 @@ def test_pr_curve_means_over_classes_with_ground_truth_only():
     assert p[0] == 1.0 and r[0] == 1.0 and np.isnan(p[1]) and np.isnan(r[2])
 
 
+def test_class_never_predicted_has_zero_precision():
+    gt = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+    ev = DetectionEvaluator(["a", "b"], smooth_f1=False)
+    ev.update([torch.tensor([[0.0, 0, 10, 10, 0.9, 0]])], [{"cls": torch.tensor([0, 1]), "boxes": gt}])
+    r = ev.compute()
+    assert [c["precision"] for c in r["per_class"]] == [1.0, 0.0]
+    assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5)
+    assert r["map50"] == pytest.approx(0.5)  # COCO: AP 1 for "a", 0 for "b"
+
+
 def test_matching_is_one_to_one_by_highest_iou():
     gt = np.array([[0, 0, 10, 10]], float)
     preds = np.array([[1, 0, 11, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)  # second is the best match

@@ -179,6 +179,13 @@ def test_label_cache_is_written_atomically_and_invalidated_by_edits(tmp_path):
     np.testing.assert_allclose(edited[0]["boxes"], [[16, 12, 48, 36]], atol=1e-4)
 
 
+def test_splits_sharing_a_folder_get_separate_caches(tmp_path):
+    y = write_yolo(tmp_path, {"im0": "0 0.5 0.5 0.25 0.5\n"})  # val: images/train too
+    load_yolo_dataset(y, "train")
+    load_yolo_dataset(y, "val")
+    assert sorted(p.name for p in (tmp_path / "labels").glob("*.cache")) == ["train.cache", "train.val.cache"]
+
+
 def test_cache_dir_option(tmp_path):
     y = write_yolo(tmp_path / "ds", {"im0": "0 0.5 0.5 0.25 0.5\n"})
     load_yolo_dataset(y, "train", cache_dir=tmp_path / "cache")

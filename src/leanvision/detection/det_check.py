@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .det_formats import img2label_path, load_data_yaml, make_sample, read_yolo_split
+from .det_formats import DatasetFormatError, img2label_path, load_data_yaml, make_sample, read_yolo_split
 
 CACHE_VERSION = 1
 # Problems that make the whole sample unusable (not just one box) start with one of these;
@@ -196,11 +196,14 @@ def _atomic_write_json(path: Path, obj) -> None:
 
 
 def cache_path_for(image_files: Sequence[str], split: str, cache_dir: str | os.PathLike | None) -> Path:
-    """``labels/<split>.cache`` beside the first label file's folder, or ``cache_dir/<hash>-<split>.cache``."""
+    """Cache file: beside the first label file's folder, or ``cache_dir/<hash>-<split>.cache``."""
     if cache_dir is not None:
         tag = hashlib.sha1(str(Path(image_files[0]).parent).encode()).hexdigest()[:12]
         return Path(cache_dir) / f"{tag}-{split}.cache"
-    return img2label_path(image_files[0]).parent.with_suffix(".cache")
+    folder = img2label_path(image_files[0]).parent
+    # labels/train.cache as usual; a split that does not own its folder (txt lists, val == train
+    # folder) gets labels/<folder>.<split>.cache so two splits never overwrite each other's cache
+    return folder.with_suffix(".cache") if folder.name == split else folder.with_name(f"{folder.name}.{split}.cache")
 
 
 def read_checked_split(
@@ -254,7 +257,7 @@ def load_yolo_dataset(
     cfg = load_data_yaml(data_yaml)
     files = cfg.get(split) or []
     if not files:
-        raise ValueError(f"{data_yaml}: split '{split}' is empty or missing; set '{split}:' in the yaml")
+        raise DatasetFormatError(f"{data_yaml}: split '{split}' is empty or missing; set '{split}:' in the yaml")
     nc = len(cfg["names"])
     raw = read_checked_split(files, nc, split, verify_images, cache, cache_dir)
     # images already verified (or not) above; the check below only looks at labels

@@ -195,6 +195,20 @@ def read_yolo_split(image_files: Sequence[str]) -> list[dict]:
 # ---------------------------------------------------------------------------------------- COCO
 
 
+def _guess_images_dir(json_file: Path, first_name: str | None) -> Path:
+    """The folder holding the json's first ``file_name``: beside the json, ``images/`` next to or above
+    it, or any folder one or two levels under the json's parent's parent (``images/train2017``...)."""
+    up = json_file.parent.parent
+    cand = [json_file.parent, up / "images", json_file.parent / "images"]
+    cand += sorted(d for d in up.iterdir() if d.is_dir()) if up.is_dir() else []
+    cand += sorted(d for d in (up / "images").glob("*") if d.is_dir())
+    if first_name:
+        for d in cand:
+            if (d / first_name).exists():
+                return d
+    return json_file.parent
+
+
 def read_coco(
     json_file: str | os.PathLike, images_dir: str | os.PathLike | None = None, keep_crowd: bool = False
 ) -> tuple[list[dict], list[str]]:
@@ -224,9 +238,7 @@ def read_coco(
     except (KeyError, TypeError, ValueError) as e:
         raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from e
     if images_dir is None:
-        cand = [json_file.parent, json_file.parent.parent / "images", json_file.parent / "images"]
-        first = next(iter(imgs.values()), None)
-        images_dir = next((d for d in cand if first is None or (d / first["file_name"]).exists()), cand[0])
+        images_dir = _guess_images_dir(json_file, next(iter(imgs.values()), {}).get("file_name"))
     images_dir = Path(images_dir)
 
     per_img: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in imgs}
@@ -272,10 +284,14 @@ def read_voc_xml(
     keep_difficult: bool = False,
     aliases: dict[str, str] | None = None,
 ) -> tuple[dict, list[str]]:
-    """Parse one VOC xml. Returns (sample, new class names seen when ``names`` is None-growable).
+    """Parse one VOC xml into a sample.
 
     Class names are matched case-insensitively (after ``aliases``); an unknown name becomes a
-    problem ("unknown class") unless ``names`` is None, in which case it is collected.
+    problem ("unknown class"). With ``names=None`` every name is accepted: the sample's ``cls``
+    then index the returned list of names seen in this file, for :func:`read_voc` to remap.
+
+    Returns:
+        (sample, names seen in this file; empty unless ``names`` is None).
     """
     xml_file = Path(xml_file)
     aliases = aliases or {}

@@ -77,6 +77,9 @@ def pr_at_best_f1(
         m = pred_cls == c
         if n_gt[c] == 0:
             continue
+        if not m.any():  # a class never predicted scores P = R = 0 (as ultralytics), not the empty-set P = 1
+            p_curve[c] = 0.0
+            continue
         sc, t = conf[m], tp[m]
         order = np.argsort(-sc, kind="stable")
         sc, ctp = sc[order], np.cumsum(t[order])
@@ -160,6 +163,21 @@ class DetectionEvaluator:
                 ext = np.concatenate([gt_boxes, pred[:, :4]], 0)
                 shape = (int(np.ceil(ext[:, [1, 3]].max(initial=1))), int(np.ceil(ext[:, [0, 2]].max(initial=1))))
             self.images.append({"id": img_id, "shape": shape, "pred": pred, "gt_cls": gt_cls, "gt_boxes": gt_boxes})
+
+    def gather(self) -> None:
+        """Under torch.distributed, give every rank all ranks' images (call before :meth:`compute`).
+
+        Image ids are renumbered, since each rank counted from 1. A DistributedSampler without
+        ``drop_last`` repeats a few images to even out the ranks; they are counted twice here, so
+        for exact numbers evaluate the full validation set on one rank.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self.images)
+        self.images = [dict(im, id=i) for i, im in enumerate((im for part in parts for im in part), start=1)]
 
     # ------------------------------------------------------------------------------------ export
 

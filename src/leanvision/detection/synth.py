@@ -388,8 +388,12 @@ def generate_synthetic_dataset(
     n_val = int(round(images * val_fraction))
     val = set(np.random.default_rng(seed).permutation(images)[:n_val].tolist())
     for split in ("train", "val"):
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for kind, ext in (("images", ".jpg"), ("labels", ".txt")):
+            d = out / kind / split
+            d.mkdir(parents=True, exist_ok=True)
+            # a rerun with fewer images must not leave the old scenes in the split folders
+            for old in d.glob(f"[0-9][0-9][0-9][0-9][0-9][0-9]{ext}"):
+                old.unlink()
     for i in range(images):
         img, cls, boxes = render_scene(np.random.default_rng((seed, i)), imgsz)
         split = "val" if i in val else "train"
@@ -407,5 +411,7 @@ def generate_synthetic_dataset(
         "names": {i: n for i, n in enumerate(SYNTH_CLASSES)},
     }
     path = out / "data.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp = out / "data.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.replace(tmp, path)
     return path
