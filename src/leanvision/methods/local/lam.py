@@ -102,7 +102,7 @@ def general_chain(block_info, end: int) -> list[int]:
     if want <= 0 or not rest:
         return firsts or [n - 1]
     want = min(want, len(rest))
-    picks = sorted({rest[round(j * (len(rest) - 1) / max(want - 1, 1))] for j in range(want)} | {rest[-1]})
+    picks = sorted({rest[len(rest) - 1 - round(j * len(rest) / want)] for j in range(want)})
     return firsts + picks
 
 

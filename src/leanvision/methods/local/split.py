@@ -138,7 +138,6 @@ def _parse_cuts(text: str, names: list[str], n: int) -> list[int]:
 def balanced_ends(weights: list[float], k: int) -> list[int]:
     """Cut pieces with ``weights`` (stem first) into ``k`` runs minimising the heaviest run.
 
-    Ties go to the split that puts more pieces later, where ResNet blocks are cheaper.
     Returns each run's end as a block index (-1 = the stem alone).
     """
     n = len(weights)
@@ -154,9 +153,8 @@ def balanced_ends(weights: list[float], k: int) -> list[int]:
         for i in range(n - j, -1, -1):
             for e in range(i + 1, n - j + 2):
                 cost = max(prefix[e] - prefix[i], best[j - 1][e])
-                if cost <= best[j][i] + 1e-9 * abs(cost):
-                    if cost < best[j][i] - 1e-9 * abs(cost) or e < choose[j][i] or best[j][i] == inf:
-                        best[j][i], choose[j][i] = cost, e
+                if cost < best[j][i]:
+                    best[j][i], choose[j][i] = cost, e
     ends, i = [], 0
     for j in range(k, 0, -1):
         i = choose[j][i]
@@ -248,9 +246,13 @@ def resolve_split(
     # per-piece K (the group's label N+1) means N modules, one block each (§1.4).
     if family == "mlaan" and k == kmax:
         return Split(_from_ends(list(range(n)), n), "per-block", None, k, all_names)
-    weights = piece_memory(model, image_size or model.image_size) if split == "memory" else [1.0] * kmax
-    source = "balanced activation memory" if split == "memory" else "balanced block counts"
-    return Split(_from_ends(balanced_ends(weights, k), n), source, None, k, all_names)
+    if split == "memory":
+        ends = balanced_ends(piece_memory(model, image_size or model.image_size), k)
+        return Split(_from_ends(ends, n), "balanced activation memory", None, k, all_names)
+    # Equal piece counts; the longer modules go last, where ResNet blocks hold fewer activations.
+    sizes = [kmax // k + (j >= k - kmax % k) for j in range(k)]
+    ends = [sum(sizes[: j + 1]) - 2 for j in range(k)]
+    return Split(_from_ends(ends, n), "balanced block counts", None, k, all_names)
 
 
 def _table_keys(arch: str, split: str, family: str) -> set[int]:
