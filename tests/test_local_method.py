@@ -132,7 +132,7 @@ def test_infopro_lambda_schedule_uses_module_index():
 def test_supcon_ignores_anchors_without_positives():
     f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     loss = supcon_loss(f, torch.tensor([0, 0, 1]))
-    # anchors 0 and 1: positive at cosine 1, negative at cosine 0 -> -log(e^{1/T} / (e^{1/T} + 1)); anchor 2: 0
+    # anchors 0, 1: positive at cosine 1, negative at 0 -> -log(e^{1/T} / (e^{1/T} + 1)); anchor 2: 0
     t = 0.07
     expect = 2 * -torch.log(torch.exp(torch.tensor(1 / t)) / (torch.exp(torch.tensor(1 / t)) + 1)) / 3
     torch.testing.assert_close(loss, expect)
