@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import yaml
@@ -136,11 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "detect"]:  # `leanvision bench detect ...` is the detector bench
+        argv = ["detect", "bench", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError, TypeError) as e:
-        if getattr(args, "debug", False):
+        if os.environ.get("LEANVISION_DEBUG"):
             raise
         print(f"leanvision {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,8 @@ class _TimmViTStem(nn.Module):
         self.vit = [m]  # a list keeps the parent out of this module's children (no duplicate params)
         self.patch_embed, self.norm_pre = m.patch_embed, m.norm_pre
         self.pos_drop, self.patch_drop = m.pos_drop, m.patch_drop
+        for name, p in m.named_parameters(recurse=False):  # cls_token, pos_embed, reg_token: same tensors
+            self.register_parameter(name, p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.vit[0]._pos_embed(self.patch_embed(x))
@@ -48,6 +50,7 @@ class _TimmViTHead(nn.Module):
         super().__init__()
         self.vit = [m]
         self.norm, self.fc_norm, self.head_drop, self.head = m.norm, m.fc_norm, m.head_drop, m.head
+        self.attn_pool = getattr(m, "attn_pool", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit[0].forward_head(self.norm(x))

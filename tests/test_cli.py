@@ -1,0 +1,72 @@
+"""The leanvision command: smoke runs of train, bench and the listing commands, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from leanvision.cli import main
+
+
+def test_train_writes_a_run_folder_and_refuses_to_overwrite(tmp_path, capsys):
+    args = ["train", "--model", "resnet20", "--data", "digits", "--epochs", "1", "--batch-size", "32",
+            "--steps-per-epoch", "2", "--subset", "128", "--project", str(tmp_path), "--name", "r", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "last-epoch test accuracy" in out
+    run = tmp_path / "r"
+    assert {"config.yaml", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt", "results.json"} <= {
+        p.name for p in run.iterdir()}
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_yaml_config_with_flag_override_and_unknown_key(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: resnet20\ndata: digits\nepochs: 1\nbatch_size: 32\nsteps_per_epoch: 1\nsubset: 64\n"
+                   "method_options: {}\n")
+    assert main(["train", "--config", str(cfg), "--epochs", "1", "--project", str(tmp_path), "--name", "y",
+                 "--no-progress"]) == 0
+    saved = (tmp_path / "y" / "config.yaml").read_text()
+    assert "model: resnet20" in saved and "epochs: 1" in saved
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: resnet20\nlearning_rate: 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and "valid keys" in err
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("model: !!python/object/apply:os.system ['echo hacked']\n")
+    assert main(["train", "--config", str(evil)]) == 2  # safe loading refuses python tags
+
+
+def test_unknown_model_and_dataset_list_the_valid_ones(tmp_path, capsys):
+    assert main(["train", "--model", "resnet33", "--data", "digits", "--project", str(tmp_path)]) == 2
+    assert "resnet32" in capsys.readouterr().err
+    assert main(["train", "--data", "mnist-fashion", "--project", str(tmp_path)]) == 2
+    assert "cifar10" in capsys.readouterr().err
+
+
+def test_bench_resource_rows_table_and_json(tmp_path):
+    out = tmp_path / "b"
+    assert main(["bench", "resnet20:e2e", "resnet20:e2e:amp=none", "--steps", "1", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(out), "--json", str(tmp_path / "rows.json")]) == 0
+    md = (out / "bench.md").read_text()
+    assert "| resnet20 | e2e |  |" in md and "1.00" in md
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert {"model", "method", "settings", "accuracy", "peak_memory_bytes", "ms_per_step", "images_per_s",
+            "trainable_params", "device"} <= set(rows[0])
+    assert rows[0]["peak_memory_bytes"] > 0 and rows[0]["trainable_params"] == rows[1]["trainable_params"]
+    assert (out / "bench.png").stat().st_size > 1000
+
+
+def test_bench_row_syntax_errors_are_clear(capsys):
+    assert main(["bench", "resnet20", "--steps", "1"]) == 2
+    assert "MODEL:METHOD" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["models", "resnet*"], ["methods"]])
+def test_python_dash_m_entrypoint(cmd):
+    res = subprocess.run([sys.executable, "-m", "leanvision", *cmd], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert ("resnet110" if cmd[0] == "models" else "e2e") in res.stdout
