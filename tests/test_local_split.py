@@ -67,6 +67,13 @@ def test_general_rule_balances_blocks_and_memory(r110):
     s = resolve_split(r20, 4)
     assert s.source == "balanced block counts" and sorted(len(m) for m in s.modules) == [2, 2, 3, 3]
     assert resolve_split(r20, None, family="mlaan").modules[0] == (-1, 0)  # per-block, stem merged
+    # The count rule reproduces the published tables where they are even.
+    assert (
+        resolve_split(r32_model := create_model("resnet32"), 8, "blocks").modules
+        == resolve_split(r32_model, 8).modules
+    )
+    vit = create_model("vit_tiny_patch4_32", depth=4)
+    assert not resolve_split(vit, 4).stem_alone and resolve_split(vit, 5).stem_alone
     mem = resolve_split(r110, 3, "memory")
     # Stage-1 blocks hold the most activations, so the first module is the shortest in blocks
     # and close to InfoPro*'s published memory-balanced cut (1.9, 2.2).

@@ -250,8 +250,11 @@ def resolve_split(
         ends = balanced_ends(piece_memory(model, image_size or model.image_size), k)
         return Split(_from_ends(ends, n), "balanced activation memory", None, k, all_names)
     # Equal piece counts; the longer modules go last, where ResNet blocks hold fewer activations.
-    sizes = [kmax // k + (j >= k - kmax % k) for j in range(k)]
-    ends = [sum(sizes[: j + 1]) - 2 for j in range(k)]
+    # A stem-only first module is kept for K = N+1 alone: otherwise the blocks are balanced and
+    # the stem joins the first module, as in every table but the per-piece ones.
+    pieces, offset = (kmax, 2) if kmax // k > 1 or kmax % k == 0 else (n, 1)
+    sizes = [pieces // k + (j >= k - pieces % k) for j in range(k)]
+    ends = [sum(sizes[: j + 1]) - offset for j in range(k)]
     return Split(_from_ends(ends, n), "balanced block counts", None, k, all_names)
 
 
