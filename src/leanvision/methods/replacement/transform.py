@@ -1,0 +1,129 @@
+"""Replacement Learning as a model transform: swap selected blocks, report, export.
+
+The transform composes with any training method: the ``replacement`` method is this transform plus
+end-to-end training, and local learning can apply it before cutting the block list into modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ...engine.meter import count_parameters
+from ...models.base import check_block_model
+from .block import ReplacedBlock, materialize_replaced
+from .select import select_blocks
+
+log = logging.getLogger("leanvision.replacement")
+
+
+@dataclass
+class ReplacementReport:
+    """What :func:`apply_replacement` did.
+
+    Attributes:
+        replaced: (position in ``model.blocks``, "s.l" name) of every replaced block.
+        total_blocks: length of ``model.blocks``.
+        interval: k when selected by interval, None for an explicit list.
+        trainable_before / trainable_after: trainable parameter elements, each tensor once (spec §3.3).
+        removed: parameter elements the replaced blocks no longer hold.
+        added: learnable scalars added (2 per block, 1 with ``convex``).
+        options: the fusion options used.
+    """
+
+    replaced: list[tuple[int, str]]
+    total_blocks: int
+    interval: int | None
+    trainable_before: int
+    trainable_after: int
+    removed: int
+    added: int
+    options: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for _, name in self.replaced]
+
+    @property
+    def reduction(self) -> float:
+        """Fraction of trainable parameters removed."""
+        return 1 - self.trainable_after / self.trainable_before if self.trainable_before else 0.0
+
+    def __str__(self) -> str:
+        how = f"interval {self.interval}" if self.interval is not None else "explicit list"
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        blocks = ", ".join(f"{name} (#{i})" for i, name in self.replaced) or "none"
+        return (
+            f"Replacement Learning: {len(self.replaced)}/{self.total_blocks} blocks replaced "
+            f"({how}; {opts}): {blocks}\n"
+            f"trainable parameters: {self.trainable_before:,} -> {self.trainable_after:,} "
+            f"(-{self.removed:,} block weights, +{self.added} scalars; {100 * self.reduction:.1f}% fewer)"
+        )
+
+
+def apply_replacement(
+    model: nn.Module,
+    interval: int | None = 2,
+    ids: Iterable[int | str] | None = None,
+    init: tuple[float, float] = (0.5, 0.5),
+    detach_neighbors: bool = False,
+    convex: bool = False,
+    adapter: bool = False,
+) -> ReplacementReport:
+    """Replace blocks of ``model.blocks`` in place by :class:`ReplacedBlock` (spec §1.3, §2.2).
+
+    Args:
+        model: a block-list model (``stem``, ``blocks``, ``head``, ``block_info``).
+        interval: k >= 2: every k-th eligible block per stage; ignored when ``ids`` is given.
+        ids: explicit blocks, 0-based positions in ``model.blocks`` or "s.l" names.
+        init: initial (a, b) (spec §1.2: (0.5, 0.5); ablation (1, 0)).
+        detach_neighbors: stop-gradient into the neighbours through the fusion (ablation).
+        convex: b = 1 − a, a = sigmoid(s) (our option).
+        adapter: v2-style slicing/tiling for neighbours of another width (spec §2.4, our option).
+
+    Returns:
+        A :class:`ReplacementReport` (also logged at INFO level).
+    """
+    check_block_model(model)
+    before = count_parameters(model, trainable_only=True)
+    chosen = select_blocks(model, interval, ids, adapter)
+    options = dict(init=tuple(init), detach_neighbors=detach_neighbors, convex=convex, adapter=adapter)
+    removed = added = 0
+    for i in chosen:
+        target = model.blocks[i]
+        removed += sum(p.numel() for p in target.parameters() if p.requires_grad)
+        block = ReplacedBlock(model.blocks[i - 1], target, model.blocks[i + 1], **options)
+        added += sum(p.numel() for p in block.parameters())
+        model.blocks[i] = block
+    report = ReplacementReport(
+        replaced=[(i, model.block_info[i].name) for i in chosen],
+        total_blocks=len(model.blocks),
+        interval=None if ids is not None else interval,
+        trainable_before=before,
+        trainable_after=count_parameters(model, trainable_only=True),
+        removed=removed,
+        added=added,
+        options=options,
+    )
+    log.info("%s", report)
+    if not chosen:
+        log.warning(
+            "Replacement Learning replaced no block of %s: no block is eligible (spec §2.2). "
+            "Try adapter=True (--replace-adapter) to allow blocks next to a stage transition.",
+            type(model).__name__,
+        )
+    return report
+
+
+def export_model(model: nn.Module) -> nn.Module:
+    """A plain copy of ``model`` with every replaced block materialised (spec §1.3 "Inference and export").
+
+    The copy holds no :class:`ReplacedBlock`; its ``state_dict`` keys equal the original model's,
+    so the checkpoint loads into a freshly built model without leanvision's method code, and its
+    outputs equal ``model``'s in eval mode. ``model`` itself is not changed.
+    """
+    return materialize_replaced(copy.deepcopy(model))
