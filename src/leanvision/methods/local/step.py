@@ -8,7 +8,7 @@ last cascaded loss that reaches it has passed through, and the gradients are rou
 - a loss's gradient w.r.t. a module output h_j is found by backward through the heads/LAM only
   (their inputs are detached leaves), so the independent and cascaded parts stay apart;
 - cascaded gradients are carried to earlier modules with input-only vector-Jacobian products
-  (``autograd.grad`` w.r.t. the module input);
+  (a backward restricted to the module input);
 - every contribution to module j's output gradient is summed and pushed into its parameters with
   one parameter-only backward, which frees its graph.
 
@@ -144,7 +144,10 @@ def mlaan_step(
             _accumulate(live[m], grad)
             if m > lowest and grad is not None:
                 out_m, in_m = live[m][0], live[m][1]
-                (grad,) = torch.autograd.grad(out_m, in_m, grad, retain_graph=True)
+                # backward(inputs=...) rather than autograd.grad: same work, and it also runs under
+                # module-tracking modes (FlopCounterMode) that refuse autograd.grad on a leaf.
+                torch.autograd.backward(out_m, grad, inputs=[in_m], retain_graph=True)
+                grad, in_m.grad = in_m.grad, None
         # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
         _finish(method, live, lowest if j < k - 1 else None)
         x = h.detach()
