@@ -22,13 +22,6 @@ def parse_kv(items: list[str] | None) -> dict:
     return out
 
 
-def parse_ids(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated block ids like 3,5,7, got {text!r}") from e
-
-
 def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a classifier with a method (E2E, local learning, replacement)",
                        description="Train a block-list classifier. A --config YAML sets defaults; flags override it.")
@@ -39,16 +32,16 @@ def add_train_parser(sub) -> None:
     g.add_argument("--data-dir", help="folder holding the official dataset files for a named dataset")
     g.add_argument("--subset", type=int, help="train on N images drawn with the seed (quick runs)")
     g = p.add_argument_group("method")
-    g.add_argument("--method", help="e2e | dgl | infopro | dgl+mlaan | infopro+mlaan | greedy | replacement")
+    g.add_argument("--method", help="e2e | dgl | infopro | dgl+mlaan | infopro+mlaan | greedy | replacement; "
+                   "--replace-interval/--replace-blocks with another method replace blocks inside it")
     g.add_argument("--modules", type=int, help="local learning: number of gradient-isolated modules K "
                    "(the papers' labelling, e.g. 16 for per-block ResNet-32, 55 for per-block ResNet-110)")
     g.add_argument("--split", help="local learning: a named split from the published tables, or 'balanced'")
-    g.add_argument("--replace-interval", type=int,
-                   help="Replacement Learning: replace every k-th eligible block (k>=2); with another --method "
-                        "the blocks are replaced inside it")
-    g.add_argument("--replace-blocks", type=parse_ids, help="Replacement Learning: explicit block ids, e.g. 3,5,7")
     g.add_argument("--method-opt", action="append", metavar="KEY=VALUE",
                    help="further method option (repeatable), e.g. ema_momentum=0.995, span=2, detach_neighbors=true")
+    from .methods.replacement import add_cli_arguments as add_replacement_arguments
+
+    add_replacement_arguments(p)
     g = p.add_argument_group("optimisation (default: the published recipe of the model/data)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
@@ -81,6 +74,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)
     opts.update(parse_kv(args.method_opt))
+    from .methods.replacement import options_from_args
+
+    rep = {k: v for k, v in options_from_args(args).items() if v is not None and k not in ("interval", "blocks")}
+    if rep:
+        values["replace_options"] = {**values.get("replace_options", {}), **rep}
     for name in field_names():
         v = getattr(args, name, None)
         if v is not None:

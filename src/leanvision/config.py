@@ -25,8 +25,9 @@ class TrainConfig:
     data_dir: str | None = None  # root of the official files for named datasets
     method: str = "e2e"  # e2e | dgl | infopro | dgl+mlaan | infopro+mlaan | greedy | replacement
     method_options: dict = field(default_factory=dict)  # e.g. {modules: 16} or {interval: 2}
-    replace_interval: int | None = None  # Replacement Learning inside another method (k)
-    replace_blocks: list[int] | None = None  # explicit replaced block ids
+    replace_interval: int | None = None  # Replacement Learning: every k-th eligible block (also inside another method)
+    replace_blocks: str | list | None = None  # explicit replaced blocks: "3,5,7" positions or "1.1,2.2" names
+    replace_options: dict = field(default_factory=dict)  # init, detach_neighbors, convex, adapter
     # optimisation (None = recipe default: SGD-Nesterov for CNNs, AdamW for ViTs)
     epochs: int = 400  # the published protocol; the demo and bench use fewer
     batch_size: int = 128  # global batch (split over processes)

@@ -18,7 +18,8 @@ def add_bench_parser(sub) -> None:
         description="Rows are MODEL:METHOD[:key=value,...] (e.g. resnet110:e2e resnet110:dgl+mlaan:modules=55) "
                     "or YAML files with a 'rows' list. With --steps N each row trains N steps on one random "
                     "batch (resources only); otherwise each row really trains for --epochs on --data.")
-    p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml")
+    p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml; or 'overhead' to time the "
+                   "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench")
     p.add_argument("--steps", type=int, help="resource-only rows: timed steps per row (after warm-up)")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named, fixed recipe (e.g. cifar10-short)")
     p.add_argument("--data", help="dataset name or path for training rows")
@@ -52,6 +53,13 @@ def cmd_bench(args) -> int:
 
     from .runner import run_rows
 
+    if args.rows == ["overhead"]:  # `leanvision bench overhead`: the trainer vs a bare loop
+        from .overhead import trainer_overhead
+
+        res = trainer_overhead(batch_size=args.batch_size or 128, steps=args.steps or 10,
+                               device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
+        return 0
     rows = parse_rows(args.rows)
     base = base_config(args, args.recipe)
     if not args.steps and args.epochs is None and not args.recipe:

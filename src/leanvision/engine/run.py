@@ -54,15 +54,17 @@ def build_optimizer(method: Method, opt: str, lr: float, weight_decay: float, mo
 
 
 def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Method:
-    """The method of ``cfg``; Replacement Learning is applied to the model first when combined."""
+    """The method of ``cfg``; with another method, Replacement Learning is applied to the model first."""
     options = dict(cfg.method_options)
     if cfg.method == "replacement":
-        options.setdefault("interval", cfg.replace_interval)
-        options.setdefault("blocks", cfg.replace_blocks)
+        options = {"interval": cfg.replace_interval, "blocks": cfg.replace_blocks, **cfg.replace_options, **options}
     elif cfg.replace_interval is not None or cfg.replace_blocks:
         from ..methods.replacement import apply_replacement
 
-        report = apply_replacement(model, interval=cfg.replace_interval or 2, ids=cfg.replace_blocks)
+        ids = cfg.replace_blocks
+        if isinstance(ids, str):  # "3,5,7" positions or "1.1,2.2" names
+            ids = [int(t) if t.strip().isdigit() else t.strip() for t in ids.split(",") if t.strip()]
+        report = apply_replacement(model, interval=cfg.replace_interval or 2, ids=ids, **cfg.replace_options)
         print(report)
     if cfg.method in ("infopro", "infopro+mlaan") and mean is not None:
         options.setdefault("mean", tuple(mean))

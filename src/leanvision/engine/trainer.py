@@ -61,10 +61,13 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict:
     sums: dict[str, float] = {}
     correct = seen = 0
     has_logits, it = False, -1
+    trainer.epoch_batches = n_batches  # the last batch of an epoch always ends an accumulation group
     bar = trainer.progress_bar(loader, n_batches, f"epoch {epoch + 1}/{trainer.epochs}")
+    data_s, t_data = 0.0, time.perf_counter()
     for it, (images, targets) in enumerate(bar):
         if it >= n_batches:
             break
+        data_s += time.perf_counter() - t_data  # time spent waiting for the loader (augmentation included)
         images = to_device(images, trainer.device, trainer.channels_last)
         targets = to_device(targets, trainer.device)
         trainer.schedule.apply(opt, epoch, it, n_batches)
@@ -80,11 +83,13 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict:
         seen += images.shape[0]
         if trainer.show_progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{opt.param_groups[0]['lr']:.4g}")
+        t_data = time.perf_counter()
     steps = max(min(n_batches, it + 1), 1)
     metrics = {f"train_{k}": v / steps for k, v in sums.items()}
     if has_logits and seen:
         metrics["train_acc"] = correct / seen
     metrics["lr"] = opt.param_groups[0]["lr"]
+    metrics["data_s"] = round(data_s, 3)
     return metrics
 
 
@@ -125,6 +130,8 @@ class Trainer:
         patience: stop when ``fitness`` has not improved for this many epochs (None: never).
         steps_per_epoch: cap batches per epoch.
         on_epoch_start: optional ``fn(epoch)`` hook (e.g. switch mosaic off for the last epochs).
+        accumulate: sum gradients over this many batches per optimizer step (groups restart each epoch;
+            the schedule is still applied per batch). 1 = a step every batch.
     """
 
     def __init__(self, method, optimizer, schedule, train_loader, evaluate: Callable[[nn.Module], dict],
@@ -132,13 +139,16 @@ class Trainer:
                  amp: str = "none", channels_last: bool = False, dist: DistInfo | None = None,
                  patience: int | None = None, steps_per_epoch: int | None = None, progress: bool = True,
                  on_epoch_start: Callable[[int], None] | None = None, meter_warmup: int = 2,
-                 meter_track_steps: int = 2):
+                 meter_track_steps: int = 2, accumulate: int = 1):
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
         self.train_loader, self.evaluate_fn = train_loader, evaluate
         self.run_dir, self.epochs, self.config = Path(run_dir), epochs, config
         self.device, self.fitness, self.amp, self.channels_last = device, fitness, amp, channels_last
         self.dist = dist or DistInfo()
         self.patience, self.steps_per_epoch, self.on_epoch_start = patience, steps_per_epoch, on_epoch_start
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        self.accumulate, self.epoch_batches = int(accumulate), None
         self.show_progress = progress and self.dist.is_main
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
         self.meter = ResourceMeter(method, device, warmup=meter_warmup, track_steps=meter_track_steps)
@@ -159,8 +169,9 @@ class Trainer:
 
     def train_step(self, images, targets, epoch: int = 0, it: int = 0) -> dict:
         """One full step: the method's forward/backward passes, gradient sync, optimizer step."""
-        opt = self.optimizer
-        opt.zero_grad(set_to_none=True)
+        opt, acc = self.optimizer, self.accumulate
+        if acc == 1 or it % acc == 0:
+            opt.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
             out = self.method.train_step(images, targets, self.backward)
         loss = out["loss"].detach().float()
@@ -169,6 +180,8 @@ class Trainer:
                 f"loss is {loss.item()} at epoch {epoch + 1}, step {it + 1}; the last good checkpoint is "
                 f"{self.run_dir / 'last.pt'}. Lower the learning rate, or use --amp bf16 instead of fp16."
             )
+        if acc > 1 and (it + 1) % acc and (self.epoch_batches is None or it + 1 < self.epoch_batches):
+            return out  # mid-group: keep summing gradients
         average_gradients(self._params)
         if self.scaler is not None:
             self.scaler.unscale_(opt)
