@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-_RATIO_KEYS = ("peak_memory_bytes", "ms_per_step", "images_per_s", "trainable_params")
+_RATIO_KEYS = ("peak_memory_bytes", "activation_peak_bytes", "ms_per_step", "images_per_s", "trainable_params")
 
 
 def environment() -> dict:
@@ -58,9 +58,9 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
     if env:
         lines += ["; ".join(f"{k}: {v}" for k, v in env.items()), ""]
     lines += [
-        "| model | method | settings | accuracy | peak memory (MB) | × E2E | ms/step | × E2E | images/s | "
-        "trainable params | × E2E |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | method | settings | accuracy | peak memory (MB) | × E2E | activations (MB) | × E2E | ms/step | "
+        "× E2E | images/s | trainable params | × E2E |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         acc = r.get("accuracy")
@@ -68,12 +68,15 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
             f"| {r['model']} | {r['method']} | {r.get('settings') or ''} | "
             f"{_fmt(acc * 100 if acc is not None else None, '.2f')} | "
             f"{_fmt(r['peak_memory_bytes'] / 2**20, '.1f')} | {_fmt(r['peak_memory_bytes_vs_e2e'], '.2f')} | "
+            f"{_fmt(r.get('activation_peak_bytes', 0) / 2**20 or None, '.1f')} | "
+            f"{_fmt(r.get('activation_peak_bytes_vs_e2e'), '.2f')} | "
             f"{_fmt(r['ms_per_step'], '.1f')} | {_fmt(r['ms_per_step_vs_e2e'], '.2f')} | "
             f"{_fmt(r['images_per_s'], '.1f')} | {r['trainable_params']:,} | "
             f"{_fmt(r['trainable_params_vs_e2e'], '.2f')} |"
         )
     src = rows[0].get("memory_source") if rows else ""
-    lines += ["", f"Peak memory source: {src}. Accuracy: last-epoch test top-1 (%)."]
+    lines += ["", f"Peak memory source: {src} (activations: peak bytes saved for backward, CPU only). "
+              "Accuracy: last-epoch test top-1 (%)."]
     return "\n".join(lines).strip() + "\n"
 
 

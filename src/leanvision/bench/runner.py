@@ -44,7 +44,7 @@ def measure_resources(row: BenchRow, base: TrainConfig, steps: int, device: torc
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(method, opt, WarmupCosine(hp["lr"], 1, 0), [], evaluate=lambda m: {}, run_dir=tmp,
                           epochs=1, config={}, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
-                          dist=DistInfo(), progress=False)
+                          dist=DistInfo(), progress=False, meter_warmup=1, meter_track_steps=1)
         method.train()
         for _ in range(trainer.meter.warmup + trainer.meter.track_steps + steps):
             trainer.meter.measure(lambda: trainer.train_step(x, y), cfg.batch_size, opt)
