@@ -60,18 +60,21 @@ def _pair(base, span, modules, **kw):
 
 
 @pytest.mark.parametrize(
-    "base,span,modules",
+    "base,span,modules,recompute",
     [
-        ("dgl", 2, None),
-        ("dgl", 3, None),
-        ("dgl", 3, 5),
-        ("infopro", 2, 4),
-        ("infopro", 3, None),
-        ("dgl", 2, 2),
+        ("dgl", 2, None, False),
+        ("dgl", 3, None, False),
+        ("dgl", 3, 5, False),
+        ("infopro", 2, 4, False),
+        ("infopro", 3, None, False),
+        ("dgl", 2, 2, False),
+        ("dgl", 2, None, True),
+        ("infopro", 3, None, True),
     ],
 )
-def test_efficient_step_matches_released_procedure(base, span, modules):
-    meth, ref = _pair(base, span, modules, w_x=0.3, w_y=0.7)  # weights of similar size test both routes
+def test_efficient_step_matches_released_procedure(base, span, modules, recompute):
+    # w_x and w_y of similar size so that both routes show in the gradients.
+    meth, ref = _pair(base, span, modules, w_x=0.3, w_y=0.7, recompute=recompute)
     torch.manual_seed(1)
     images = torch.randn(6, 3, 8, 8, dtype=torch.float64)
     t = torch.tensor([0, 1, 2, 3, 4, 0])

@@ -54,6 +54,9 @@ class LocalLearning(Method):
             or {module index: [block names]}.
         bn_updates: "release" (BN running statistics move as if each module ran forward as many
             times as the release recomputes it, §8.11) or "once".
+        recompute: MLAAN only. False (default): keep a module's graph until the last cascaded loss
+            that reaches it is done. True: drop it as soon as only its parameter gradient is still
+            owed and rebuild it then (one extra forward per module, less activation memory).
         image_size: probe size for building heads (default ``model.image_size``).
     """
 
@@ -83,6 +86,7 @@ class LocalLearning(Method):
         ema_blocks: str = "first",
         lam_config=None,
         bn_updates: str = "release",
+        recompute: bool = False,
         image_size: int | None = None,
     ):
         check_block_model(model)
@@ -101,7 +105,7 @@ class LocalLearning(Method):
         self.name = base + ("+mlaan" if mlaan else "")
         self.split = resolve_split(model, modules, split, "mlaan" if mlaan else "baseline", image_size)
         self.split_description = self.split.describe()
-        self.span, self.w_x, self.w_y = span, w_x, w_y
+        self.span, self.w_x, self.w_y, self.recompute = span, w_x, w_y, recompute
         self.ema_momentum, self.ema_update, self.ema_blocks, self.bn_updates = (
             ema_momentum,
             ema_update,
@@ -226,6 +230,7 @@ class LocalLearning(Method):
             parts.append(
                 f"span {self.span}, w_x {self.w_x}, w_y {self.w_y}, EMA m={self.ema_momentum} "
                 f"({self.ema_update} LAMs, {self.ema_blocks} block(s)), BN updates {self.bn_updates}"
+                + (", recompute" if self.recompute else "")
             )
         else:
             parts.append(f"head: {self.head_kind}")

@@ -13,8 +13,12 @@ last cascaded loss that reaches it has passed through, and the gradients are rou
   one parameter-only backward, which frees its graph.
 
 So a module costs one forward, one parameter backward and span-1 input backwards, against the
-release's 1+span forwards and backwards. tests/test_local_equivalence.py proves the gradients equal
-a literal transcription of §3.3 to 1e-6 in float64.
+release's 1+span forwards and backwards. With ``recompute=True`` a graph is freed once only its
+parameter gradient is owed (or not built when no input gradient needs it) and rebuilt for that
+gradient (one more forward, RNG replayed, BN statistics frozen), so fewer module graphs are alive
+while a LAM runs.
+tests/test_local_equivalence.py proves the gradients equal a literal transcription of §3.3 to
+1e-6 in float64, with and without recompute.
 """
 
 from __future__ import annotations
@@ -112,49 +116,76 @@ def mlaan_step(
     k, s = len(method.split), method.span
     image = method.target_image(images)
     has_loss = set(method.loss_modules)
+    loss_steps = has_loss | {k - 1}
     counts = release_forward_counts(method) if method.bn_updates == "release" else [None] * k
-    # live[j] = [output h_j, input x_j (leaf), summed output-gradient for the parameter backward]
+    # live[j] = [output h_j (None once dropped for recompute), input x_j, summed output-gradient
+    # for the parameter backward, RNG state of its forward (recompute only)]
     live: dict[int, list] = {}
     x, aux = images, []
     for j in range(k):
         # x_j needs a gradient when a cascaded loss computed at step i in [j, j+s-2] reaches E_{j-1}.
-        needs_input_grad = j > 0 and any(i in has_loss or i == k - 1 for i in range(j, j + s - 1))
+        needs_input_grad = j > 0 and any(i in loss_steps for i in range(j, j + s - 1))
         if needs_input_grad:
             x = x.requires_grad_()
-        h = _run_module(method.pieces(j), x, counts[j])
-        live[j] = [h, x, None]
-        hy = h.detach().requires_grad_()
-        if j == k - 1:
-            loss, logits = method.final_loss(hy, targets)
-            backward(loss)
-        elif j in has_loss:
-            hx = h.detach().requires_grad_()
-            indep = method.indep[str(j)](hx, targets, image)
-            casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
-            total = method.w_x * indep + method.w_y * casc
-            backward(total)
-            aux.append(total.detach())
-            _accumulate(live[j], hx.grad)
-        else:
-            x = h.detach()
-            continue
-        # Carry the cascaded gradient down to E_{j-s+1}, stopping at module 0.
-        grad, lowest = hy.grad, max(0, j - s + 1)
-        for m in range(j, lowest - 1, -1):
-            _accumulate(live[m], grad)
-            if m > lowest and grad is not None:
-                out_m, in_m = live[m][0], live[m][1]
-                # backward(inputs=...) rather than autograd.grad: same work, and it also runs under
-                # module-tracking modes (FlopCounterMode) that refuse autograd.grad on a leaf.
-                torch.autograd.backward(out_m, grad, inputs=[in_m], retain_graph=True)
-                grad, in_m.grad = in_m.grad, None
-        # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
-        _finish(method, live, lowest if j < k - 1 else None)
+        rng = _rng_state(x.device) if method.recompute else None
+        # With recompute, a graph no input gradient needs is built only for its parameter backward.
+        build_graph = not method.recompute or needs_input_grad or j == k - 1
+        with torch.set_grad_enabled(build_graph):
+            h = _run_module(method.pieces(j), x, counts[j])
+        live[j] = [h if build_graph else None, x, None, rng]
+        if j in loss_steps:
+            value, logits = _local_losses(method, j, h, targets, image, backward, live)
+            if j < k - 1:
+                aux.append(value)
+            else:
+                loss = value
         x = h.detach()
+        del h  # a graph freed for recompute must have no stray reference
     _finish(method, live, None)
-    out = {"loss": loss.detach(), "logits": logits.detach()}
+    out = {"loss": loss, "logits": logits}
     if aux:
         out["aux_loss"] = torch.stack(aux).float().mean()
+    return out
+
+
+def _local_losses(method, j, h, targets, image, backward, live) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Losses of step j: back-propagate them through the heads/LAM, carry the cascaded gradient
+    down to E_{j-s+1}, and apply the parameter backward of the module that is now complete.
+
+    Returns the detached loss value and, for the final module, its logits."""
+    k, s = len(method.split), method.span
+    hy = h.detach().requires_grad_()
+    if j == k - 1:
+        loss, logits = method.final_loss(hy, targets)
+        backward(loss)
+        out = (loss.detach(), logits.detach())
+    else:
+        hx = h.detach().requires_grad_()
+        indep = method.indep[str(j)](hx, targets, image)
+        casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
+        total = method.w_x * indep + method.w_y * casc
+        backward(total)
+        _accumulate(live[j], hx.grad)
+        out = (total.detach(), None)
+    grad, lowest = hy.grad, max(0, j - s + 1)
+    loss_steps = set(method.loss_modules) | {k - 1}
+    for m in range(j, lowest - 1, -1):
+        _accumulate(live[m], grad)
+        if m > lowest and grad is not None:
+            out_m, in_m = live[m][0], live[m][1]
+            # With recompute, the last input pass through E_m frees its graph; it is rebuilt for
+            # the parameter backward. (Freeing by backward, not by dropping references, also works
+            # under saved-tensor hooks, whose packed outputs form reference cycles.)
+            last = method.recompute and not any(i in loss_steps for i in range(j + 1, m + s - 1))
+            # backward(inputs=...) rather than autograd.grad: same work, and it also runs under
+            # module-tracking modes (FlopCounterMode) that refuse autograd.grad on a leaf.
+            torch.autograd.backward(out_m, grad, inputs=[in_m], retain_graph=not last)
+            grad, in_m.grad = in_m.grad, None
+            if last:
+                live[m][0] = None
+    # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
+    if j < k - 1:
+        _finish(method, live, lowest)
     return out
 
 
@@ -164,11 +195,50 @@ def _accumulate(entry: list, grad: torch.Tensor | None) -> None:
 
 
 def _finish(method, live: dict[int, list], upto: int | None) -> None:
-    """Parameter backward (one per module) for live modules with index <= ``upto`` (all if None)."""
+    """Parameter backward (one per module) for live modules with index <= ``upto`` (all if None);
+    a dropped graph is rebuilt first from the module's input, RNG state and frozen BN statistics."""
     for m in sorted(live):
         if upto is not None and m > upto:
             break
-        h, _, grad = live.pop(m)
+        h, x, grad, rng = live.pop(m)
         params = _params(method.pieces(m))
-        if grad is not None and params:
-            torch.autograd.backward(h, grad, inputs=params)
+        if grad is None or not params:
+            continue
+        if h is None:
+            with _replay(rng, x.device), _frozen_bn(method.pieces(m)):
+                h = _run_module(method.pieces(m), x)
+        torch.autograd.backward(h, grad, inputs=params)
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def _replay(rng, device: torch.device):
+    """Run with the RNG state a module's first forward saw (dropout, drop-path), then restore."""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda" if cuda else "cpu"):
+        torch.set_rng_state(rng[0])
+        if cuda:
+            torch.cuda.set_rng_state(rng[1], device)
+        yield
+
+
+@contextlib.contextmanager
+def _frozen_bn(pieces: list[nn.Module]):
+    """A recomputation must not move BN running statistics: momentum 0 keeps them as they are."""
+    changed = [
+        (bn, bn.momentum)
+        for piece in pieces
+        for bn in piece.modules()
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats and bn.training
+    ]
+    for bn, _ in changed:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, momentum in changed:
+            bn.momentum = momentum
+            bn.num_batches_tracked.sub_(1)
