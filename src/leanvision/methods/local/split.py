@@ -57,6 +57,8 @@ _BALANCED = {
 
 # Per-block splits with the stem merged (MLAAN config2 15/54, ImageNet configs 16/33), by code key.
 _PER_BLOCK_KEYS = {"resnet32": 15, "resnet110": 54, "resnet34": 16, "resnet101": 33}
+# Keys the spec lists for MLAAN's own config2.py.
+_CONFIG2_KEYS = {"resnet32": {2, 4, 8, 15}, "resnet110": {16, 32, 54}}
 # The group's label -> code key, where they differ (§1.4).
 _LABELS = {"resnet32": {16: 15}, "resnet110": {55: 54}, "resnet101": {34: 33}}
 TABLE_NAMES = (*_ARCHS.values(), "infopro*", "infopro*-stl10")
@@ -285,7 +287,12 @@ def _table_lookup(arch, k, split, family, names, n):
     per_block = _PER_BLOCK_KEYS[arch]
     baseline_16 = family == "baseline" and arch == "resnet32" and k == 16
     key = k if baseline_16 else _LABELS.get(arch, {}).get(k, k)
-    source = "table " + arch + (" (config2)" if family == "mlaan" else " (configs.py)")
+    if arch in ("resnet34", "resnet101"):
+        source = f"table {arch} (ImageNet configs.py)"
+    elif family == "mlaan" and key in _CONFIG2_KEYS[arch]:
+        source = f"table {arch} (config2.py)"
+    else:  # the baselines' table, which config2.py repeats where the spec lists no entry of its own
+        source = f"table {arch} (configs.py)"
     if key == per_block:
         return key, list(range(n)), source
     if key in cuts and not (family == "mlaan" and key == 16 and arch == "resnet32"):
