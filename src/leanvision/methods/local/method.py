@@ -135,22 +135,26 @@ class LocalLearning(Method):
         self._feat = (feature_dim, widen)
         ends = [m[-1] for m in self.split.modules]
 
-        if not mlaan:
+        if mlaan:
+            self._build_mlaan(shapes, ends, lam_config)
+        else:
             self.aux = nn.ModuleList(
                 self._local_loss(i, shapes[ends[i]], self.head_kind) for i in range(k - 1)
             )
-            return
-        # MLAAN: losses exist for modules span-1 .. K-2 (§3.3); build only those (§8.15).
-        self.loss_modules = list(range(span - 1, k - 1))
+        self.to(next(model.parameters()).device)  # heads are built on the CPU; follow the model
+
+    def _build_mlaan(self, shapes: dict, ends: list[int], lam_config) -> None:
+        # Losses exist for modules span-1 .. K-2 (§3.3); only those LAMs and heads are built (§8.15).
+        model = self.model
+        self.loss_modules = list(range(self.span - 1, len(self.split) - 1))
         names = [b.name for b in model.block_info]
         self.lams, self.indep, self.casc = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         for i in self.loss_modules:
             chain = self._lam_chain(lam_config, i, ends[i], names)
-            n_ema = 1 if ema_blocks == "first" else len(chain)
+            n_ema = 1 if self.ema_blocks == "first" else len(chain)
             lam = LeapModule([model.blocks[c] for c in chain], chain, n_ema)
-            lam_shape = _check_lam(
-                lam, shapes[ends[i]], names[ends[i]] if ends[i] >= 0 else "stem", chain, names
-            )
+            end_name = names[ends[i]] if ends[i] >= 0 else "stem"
+            lam_shape = _check_lam(lam, shapes[ends[i]], end_name, chain, names)
             self.lams[str(i)] = lam
             self.indep[str(i)] = self._local_loss(i, shapes[ends[i]], self.head_kind)
             self.casc[str(i)] = self._local_loss(i, lam_shape, self.cascade_kind)
