@@ -1,0 +1,220 @@
+"""``leanvision detect train|val|predict|synth|convert|bench``: the detector commands.
+
+Flags mirror ``leanvision train``: a ``--config`` YAML (keys of :class:`DetectConfig`) sets defaults, flags
+override; a flag left out means "the config's value". ``--resume last.pt`` continues with the checkpoint's
+saved config (flags given still override, e.g. ``--epochs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ..config import ConfigError, field_names, load_yaml
+from .config import DetectConfig
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per DetectConfig field, grouped; defaults are None so only given flags override."""
+    help_ = {
+        "model": "detector: yolov8n/s/m/l/x or gso-yolo-n/s/m/l/x (default yolov8n)",
+        "data": "data.yaml (YOLO), a COCO .json, or a Pascal VOC folder with Annotations/",
+        "epochs": "training epochs (default 100)", "batch": "global batch size (default 16)",
+        "imgsz": "square input size, a multiple of 32 (default 640)",
+        "box_loss": "box IoU loss: ciou (YOLOv8) | eiou | aiou (GSO-YOLO)",
+        "amp": "auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16",
+        "device": "auto | cpu | cuda | cuda:N", "project": "parent folder of runs (default runs/detect)",
+        "name": "run folder name (default train, numbered when it exists)", "resume": "continue from this last.pt",
+        "patience": "early stop after N epochs without a better mAP50-95 (default 100)",
+        "nbs": "nominal batch: gradients accumulate over round(nbs/batch) batches (default 64)",
+        "close_mosaic": "turn mosaic off for the last N epochs (default 10)",
+        "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
+    }
+    choices = {"box_loss": ["ciou", "eiou", "aiou", "diou", "giou", "iou"], "amp": ["auto", "none", "bf16", "fp16"],
+               "on_error": ["skip", "fail"]}
+    groups = {}
+    for f in dataclasses.fields(DetectConfig):
+        grp = ("model and data" if f.name in ("model", "data", "on_error", "box_loss", "gom", "scm") else
+               "output" if f.name in ("project", "name", "resume", "overwrite", "plots", "progress") else "training")
+        g = groups.setdefault(grp, p.add_argument_group(grp))
+        flag = "--" + f.name.replace("_", "-")
+        tname = str(f.type).replace(" | None", "")
+        if tname.startswith("bool"):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help={"gom": "GSO-YOLO: Global Optimization Module on/off",
+                                 "scm": "GSO-YOLO: Steady Capture Module on/off"}.get(f.name))
+        else:
+            g.add_argument(flag, type=_TYPES.get(tname, str), default=None, choices=choices.get(f.name),
+                           help=help_.get(f.name))
+
+
+def config_from_args(args: argparse.Namespace) -> DetectConfig:
+    values: dict = {}
+    if getattr(args, "resume", None):  # continue with the run's own settings
+        from ..engine.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(args.resume).get("config", {})
+        values = {k: v for k, v in saved.items() if k in field_names(DetectConfig)}
+    if args.config:
+        values.update(load_yaml(args.config, cls=DetectConfig))
+    for name in field_names(DetectConfig):
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    return DetectConfig(**values)
+
+
+def cmd_train(args) -> int:
+    from .train import train_detector
+
+    cfg = config_from_args(args)
+    if not cfg.data:
+        raise ConfigError("give --data (a data.yaml, COCO .json or VOC folder)")
+    res = train_detector(cfg)
+    if "val" in res:
+        v = res["val"]
+        print(f"results in {res['run_dir']}: P {v['precision']:.3f} R {v['recall']:.3f} mAP50 {v['map50']:.3f} "
+              f"mAP50-95 {v['map']:.3f} (best.pt, epoch {res['best_epoch']})")
+    return 0
+
+
+def cmd_val(args) -> int:
+    import json
+
+    import torch
+
+    from .det_dataset import build_detection_loader
+    from .evaluate import format_results
+    from .train import load_detection_data, resolve_amp
+    from .val import load_detector, validate
+
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, cfg = load_detector(args.weights, device)
+    names = cfg["detector"]["names"]
+    splits, data_names = load_detection_data(args.data or cfg.get("data", ""), on_error="skip")
+    if len(data_names) != len(names):
+        raise ConfigError(f"{args.data}: {len(data_names)} classes, but {args.weights} was trained on {len(names)}")
+    imgsz = args.imgsz or int(cfg.get("imgsz", 640))
+    samples = splits.get(args.split) or splits["val"]
+    loader = build_detection_loader(samples, imgsz, args.batch, augment=False, workers=args.workers, distributed=False)
+    res = validate(model, loader, names, device, resolve_amp("auto", device), conf=args.conf, iou=args.iou,
+                   progress=True)
+    print(format_results(res))
+    sp = res["speed"]
+    print(f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, {sp['nms']:.1f} ms NMS "
+          f"per image at {imgsz} on {device}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v for k, v in res.items() if k != "predictions"}, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    out = Path(args.project) / args.name
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        n = 2
+        while (Path(args.project) / f"{args.name}{n}").exists():
+            n += 1
+        out = Path(args.project) / f"{args.name}{n}"
+    recs = predict(args.weights, args.source, out, args.imgsz, args.conf, args.iou, save_txt=args.save_txt,
+                   save_json=not args.no_json, device=args.device)
+    print(f"{len(recs)} detections; images{', predictions.json' if not args.no_json else ''}"
+          f"{', labels/*.txt' if args.save_txt else ''} written to {out}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import generate_synthetic_dataset
+
+    path = generate_synthetic_dataset(args.out, images=args.images, imgsz=args.imgsz, seed=args.seed,
+                                      val_fraction=args.val_fraction)
+    print(f"wrote {args.images} synthetic construction-site images; train with: "
+          f"leanvision detect train --data {path} --imgsz {args.imgsz - args.imgsz % 32 or 32}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .det_convert import convert_dataset
+
+    path = convert_dataset(args.src, fmt=args.format, out=args.out, keep_difficult=args.keep_difficult,
+                           keep_crowd=args.keep_crowd, seed=args.seed, copy_images=args.copy_images,
+                           on_error=args.on_error)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_detect_parser(sub) -> None:
+    p = sub.add_parser("detect", help="object detectors (YOLOv8, GSO-YOLO): train, val, predict, synth, convert, bench",
+                       description="YOLOv8-style detectors in plain PyTorch.")
+    dsub = p.add_subparsers(dest="detect_command", required=True)
+
+    t = dsub.add_parser("train", help="train a detector",
+                        description="Train a detector on a YOLO data.yaml, COCO json or VOC folder. A --config YAML "
+                                    "(DetectConfig keys) sets defaults; flags override. Example: leanvision detect "
+                                    "train --model yolov8n --data data.yaml --epochs 100 --imgsz 640")
+    t.add_argument("--config", help="YAML file of train options")
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    v = dsub.add_parser("val", help="P, R, mAP50, mAP50-95 of a checkpoint, overall and per class",
+                        description="Validate best.pt/last.pt on a dataset (default: the one it was trained on).")
+    v.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`")
+    v.add_argument("--data", help="data.yaml, COCO json or VOC folder (default: the training data)")
+    v.add_argument("--split", default="val", help="val (default) or train")
+    v.add_argument("--imgsz", type=int, help="default: the training size")
+    v.add_argument("--batch", type=int, default=16)
+    v.add_argument("--conf", type=float, default=0.001)
+    v.add_argument("--iou", type=float, default=0.7)
+    v.add_argument("--device", default="auto")
+    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--json", help="also write the metrics here")
+    v.set_defaults(func=cmd_val)
+
+    q = dsub.add_parser("predict", help="detect objects in an image or a folder of images",
+                        description="Writes the images with boxes drawn and predictions.json (boxes xyxy in "
+                                    "original-image pixels) to PROJECT/NAME.")
+    q.add_argument("--weights", required=True)
+    q.add_argument("--source", required=True, help="an image or a folder of images")
+    q.add_argument("--imgsz", type=int, help="default: the training size")
+    q.add_argument("--conf", type=float, default=0.25)
+    q.add_argument("--iou", type=float, default=0.7)
+    q.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels (with confidence)")
+    q.add_argument("--no-json", action="store_true", help="do not write predictions.json")
+    q.add_argument("--project", default="runs/detect")
+    q.add_argument("--name", default="predict")
+    q.add_argument("--overwrite", action="store_true", help="write into an existing PROJECT/NAME")
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=cmd_predict)
+
+    s = dsub.add_parser("synth", help="write a synthetic construction-site dataset in YOLO format")
+    s.add_argument("--out", required=True)
+    s.add_argument("--images", type=int, default=200)
+    s.add_argument("--imgsz", type=int, default=320, help="side of the square images")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.set_defaults(func=cmd_synth)
+
+    c = dsub.add_parser("convert", help="convert VOC / COCO / SODA / MOCS / CIS to a YOLO dataset",
+                        description="Writes images/, labels/ and data.yaml under --out (images are symlinked).")
+    c.add_argument("src", help="VOC/SODA root, or a COCO json / folder of train/val/test jsons")
+    c.add_argument("--format", required=True, choices=["voc", "coco", "soda", "mocs", "cis"])
+    c.add_argument("--out", required=True)
+    c.add_argument("--keep-difficult", action="store_true")
+    c.add_argument("--keep-crowd", action="store_true")
+    c.add_argument("--copy-images", action="store_true")
+    c.add_argument("--seed", type=int, default=0, help="seed of the 8:1:1 split when the source has none")
+    c.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    c.set_defaults(func=cmd_convert)
+
+    from .bench import add_bench_arguments, cmd_bench
+
+    b = dsub.add_parser("bench", help="detectors side by side: training images/s, peak memory, val speed, mAP",
+                        description="Rows are MODEL[:key=value,...] (e.g. yolov8n gso-yolo-n:gom=false). With --steps "
+                                    "N each row times N training steps on random batches per --imgsz; with --data "
+                                    "and --epochs each row trains for real. --ablation runs the GSO-YOLO ablation.")
+    add_bench_arguments(b)
+    b.set_defaults(func=cmd_bench)

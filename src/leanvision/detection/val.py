@@ -1,0 +1,153 @@
+"""Validation of a detector (NMS + COCO mAP via faster-coco-eval) and loading detector checkpoints.
+
+:func:`validate` runs a model over a loader of letterboxed images, maps the detections and the ground
+truth back to original-image pixels (so the numbers do not depend on the input size's padding), and
+returns P, R (at the best-F1 confidence), mAP50, mAP50-95, per-class rows and the speed per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..engine.checkpoint import CheckpointError, load_checkpoint
+from ..engine.trainer import autocast
+from ..models.yolo import DetectionModel, create_detector
+from .augment import scale_boxes_to_original
+from .evaluate import DetectionEvaluator
+from .postprocess import VAL_SETTINGS, non_max_suppression
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def to_original(boxes: torch.Tensor, ratio_pad, ori_shape) -> torch.Tensor:
+    """Input-pixel xyxy boxes -> original-image pixels (identity when the image has no original)."""
+    return boxes if ratio_pad is None else scale_boxes_to_original(boxes, ratio_pad, ori_shape)
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loader: Iterable,
+    names: Sequence[str],
+    device: torch.device | str = "cpu",
+    amp: str = "none",
+    conf: float = VAL_SETTINGS["conf"],
+    iou: float = VAL_SETTINGS["iou"],
+    max_det: int = VAL_SETTINGS["max_det"],
+    eval_max_det: int = 100,
+    progress: bool = False,
+    keep_predictions: int = 0,
+) -> dict:
+    """Evaluate ``model`` on ``loader`` (batches from :func:`~leanvision.detection.det_dataset.collate_fn`).
+
+    Args:
+        model: a detector; put in eval mode here (its mode is restored afterwards).
+        names: class names, index = class id.
+        amp: none | bf16 | fp16 autocast for the forward pass.
+        conf, iou, max_det: NMS settings (YOLOv8 validation: 0.001, 0.7, 300; multi-label).
+        eval_max_det: detections per image the COCO evaluator counts (COCO standard: 100).
+        keep_predictions: also return the first N images' detections (input pixels) for plots.
+
+    Returns:
+        ``{"precision", "recall", "map50", "map", "fitness" (= mAP50-95), "per_class": [...], "images",
+        "instances", "speed": {"preprocess", "inference", "nms"} in ms per image, "predictions": [...]}``.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    ev = DetectionEvaluator(names, max_det=eval_max_det)
+    t = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
+    seen, kept = 0, []
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="val", leave=False, dynamic_ncols=True)
+    for images, batch in loader:
+        t0 = time.perf_counter()
+        x = images.to(device, non_blocking=True).float() / 255  # (B, 3, H, W) in [0, 1]
+        _sync(device)
+        t1 = time.perf_counter()
+        with autocast(device, amp):
+            preds = model(x)  # (B, 4 + nc, A)
+        _sync(device)
+        t2 = time.perf_counter()
+        dets = non_max_suppression(preds.float(), conf=conf, iou=iou, multi_label=True, max_det=max_det)
+        _sync(device)
+        t3 = time.perf_counter()
+        t["preprocess"] += t1 - t0
+        t["inference"] += t2 - t1
+        t["nms"] += t3 - t2
+        out, gts = [], []
+        for i, d in enumerate(dets):
+            d = d.cpu()
+            if len(kept) < keep_predictions:
+                kept.append({"image": images[i], "pred": d.clone(), "im_file": batch["im_file"][i]})
+            rp, shape = batch["ratio_pad"][i], batch["ori_shape"][i]
+            d[:, :4] = to_original(d[:, :4], rp, shape)
+            m = batch["img_idx"] == i
+            gts.append({"cls": batch["cls"][m], "boxes": to_original(batch["boxes"][m].float(), rp, shape)})
+            out.append(d)
+        ev.update(out, gts, image_ids=range(seen + 1, seen + 1 + len(dets)), shapes=batch["ori_shape"])
+        seen += len(dets)
+    # no ev.gather(): under DDP only rank 0 validates, on the whole val set (the trainer's contract)
+    res = ev.compute()
+    model.train(was_training)
+    res["fitness"] = res["map"]
+    res["speed"] = {k: 1000 * v / max(seen, 1) for k, v in t.items()}
+    res["predictions"] = kept
+    return res
+
+
+def scalar_metrics(res: dict) -> dict:
+    """The per-epoch columns of metrics.csv: P, R, mAP50, mAP50-95 and the inference time."""
+    return {"precision": res["precision"], "recall": res["recall"], "map50": res["map50"], "map": res["map"],
+            "ms_per_img": round(sum(res["speed"].values()), 3)}
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def detector_spec(name: str, names: Sequence[str], overrides: dict) -> dict:
+    """What :func:`load_detector` needs to rebuild the network; saved in every checkpoint's config."""
+    return {"name": name, "nc": len(names), "names": list(names), "overrides": dict(overrides)}
+
+
+def build_detector(spec: dict) -> DetectionModel:
+    return create_detector(spec["name"], nc=spec["nc"], names=spec["names"], **spec.get("overrides", {}))
+
+
+def load_detector(weights: str | Path, device: torch.device | str = "cpu",
+                  use_ema: bool = True) -> tuple[DetectionModel, dict]:
+    """Rebuild a detector from a ``leanvision detect train`` checkpoint (``best.pt`` / ``last.pt``).
+
+    Loads with ``weights_only=True`` (no code runs). The network comes from the detector spec saved in the
+    checkpoint's config; the weights are the EMA's when present (what validation measured).
+
+    Returns:
+        (model in eval mode on ``device``, the checkpoint's config dict).
+    """
+    ckpt = load_checkpoint(weights, map_location="cpu")
+    cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    spec = cfg.get("detector")
+    state = ckpt.get("method")
+    if not isinstance(spec, dict) or not isinstance(state, dict):
+        raise CheckpointError(
+            f"{weights}: not a detector checkpoint (no detector spec in its config); pass the best.pt or last.pt "
+            "of a `leanvision detect train` run"
+        )
+    prefix = "ema_model." if use_ema and any(k.startswith("ema_model.") for k in state) else "model."
+    weights_sd = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    model = build_detector(spec)
+    try:
+        model.load_state_dict(weights_sd)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights}: weights do not fit {spec['name']} ({str(e).splitlines()[0]})") from e
+    return model.to(device).eval(), cfg

@@ -1,0 +1,143 @@
+"""Detector training: the v8 schedule and EMA by hand, parameter groups, resume, and an overfit run."""
+
+import math
+import time
+
+import pytest
+import torch
+import yaml
+
+from leanvision.detection.config import DetectConfig
+from leanvision.detection.method import DetectionMethod, ema_decay, yolo_param_groups
+from leanvision.detection.schedule import YoloSchedule
+from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detection.train import train_detector
+from leanvision.engine.checkpoint import load_checkpoint
+from leanvision.models.yolo import create_detector
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # small convs gain nothing from threads, and on shared cores contention makes them many times slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _groups(schedule, epoch, it, iters):
+    opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]},
+                           {"params": [torch.zeros(1, requires_grad=True)], "warmup_bias": True}], lr=1.0, momentum=0.5)
+    schedule.apply(opt, epoch, it, iters)
+    return opt.param_groups[0]["lr"], opt.param_groups[1]["lr"], opt.param_groups[0]["momentum"]
+
+
+def test_schedule_warmup_values_by_hand():
+    s = YoloSchedule(lr0=0.01, lrf=0.01, epochs=100, warmup_epochs=3)
+    # 50 iterations/epoch -> nw = max(150, 100) = 150; epoch 1, it 25 -> ni = 75, halfway through warm-up.
+    # lf(1) = (1 - 1/100)(1 - 0.01) + 0.01 = 0.9901, target 0.009901
+    other, bias, mom = _groups(s, 1, 25, 50)
+    assert other == pytest.approx(0.5 * 0.009901)
+    assert bias == pytest.approx(0.1 + 0.5 * (0.009901 - 0.1))  # 0.0549505
+    assert mom == pytest.approx(0.8 + 0.5 * 0.137)  # 0.8685
+    # start: bias 0.1, others 0, momentum 0.8
+    assert _groups(s, 0, 0, 50) == pytest.approx((0.0, 0.1, 0.8))
+
+
+def test_schedule_minimum_of_100_warmup_iterations():
+    s = YoloSchedule(lr0=0.01, lrf=0.01, epochs=100, warmup_epochs=3)
+    assert s.warmup_iters(10) == 100  # 3 * 10 = 30 < 100
+    other, _, _ = _groups(s, 5, 0, 10)  # ni = 50 of 100; lf(5) = 0.95 * 0.99 + 0.01 = 0.9505
+    assert other == pytest.approx(0.5 * 0.01 * 0.9505)
+    assert YoloSchedule(warmup_epochs=3, min_warmup_iters=0).warmup_iters(10) == 30
+
+
+def test_schedule_linear_decay_after_warmup():
+    s = YoloSchedule(lr0=0.01, lrf=0.01, epochs=100, warmup_epochs=3)
+    # epoch 50: lf = 0.5 * 0.99 + 0.01 = 0.505; every group the same, momentum back at 0.937
+    assert _groups(s, 50, 7, 50) == pytest.approx((0.00505, 0.00505, 0.937))
+    assert s.lf(100) == pytest.approx(0.01)  # final LR = lr0 * lrf
+    # pure function: the same (epoch, it) gives the same values whatever came before
+    assert _groups(s, 2, 10, 50) == _groups(s, 2, 10, 50)
+
+
+def test_ema_decay_formula():
+    assert ema_decay(0) == 0.0
+    assert ema_decay(2000) == pytest.approx(0.9999 * (1 - math.exp(-1)))  # 0.63206
+    assert ema_decay(10**6) == pytest.approx(0.9999)
+
+
+def test_ema_update_follows_the_formula():
+    torch.manual_seed(0)
+    m = DetectionMethod(create_detector("yolov8n", nc=2))
+    w0 = m.ema_model.model[0].conv.weight.clone()
+    with torch.no_grad():
+        m.model.model[0].conv.weight.add_(1.0)
+    m.after_optimizer_step()
+    d = ema_decay(1)
+    torch.testing.assert_close(m.ema_model.model[0].conv.weight, d * w0 + (1 - d) * (w0 + 1.0))
+    assert int(m.ema_updates) == 1 and "ema_updates" in m.state_dict()
+    assert any(k.startswith("ema_model.") for k in m.state_dict())
+    assert m.inference_model() is m.ema_model
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "gso-yolo-n"])
+def test_param_groups_each_parameter_once_and_no_decay_on_bn_and_bias(name):
+    model = create_detector(name, nc=3)
+    groups = yolo_param_groups(model, 5e-4)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert set(ids) == trainable  # the frozen DFL projection is left out, everything else is in
+    named = {id(p): n for n, p in model.named_parameters()}
+    decay, norm, bias = groups
+    assert decay["weight_decay"] == 5e-4 and norm["weight_decay"] == 0 and bias["weight_decay"] == 0
+    assert bias.get("warmup_bias") and not decay.get("warmup_bias")
+    assert all(named[id(p)].endswith("bias") for p in bias["params"])
+    assert all(not named[id(p)].endswith("bias") for p in decay["params"] + norm["params"])
+    bn_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert bn_weights <= {id(p) for p in norm["params"]}
+    assert not bn_weights & {id(p) for p in decay["params"]}
+
+
+def _tiny_data(tmp_path, n, repeat=1, min_side=0.0):
+    y = generate_synthetic_dataset(tmp_path / "data", images=n, imgsz=128, seed=0, val_fraction=0.0)
+    for f in (tmp_path / "data" / "labels" / "train").glob("*.txt"):
+        # boxes under ~1.5 strides hold no anchor centre for the assigner: unlearnable, so not asked for
+        keep = [ln for ln in f.read_text().splitlines() if min(float(v) for v in ln.split()[3:5]) * 128 >= min_side]
+        f.write_text("".join(k + "\n" for k in keep))
+    cfg = yaml.safe_load(y.read_text())
+    cfg["train"] = ["images/train"] * repeat  # the same images several times per epoch: fewer epoch overheads
+    cfg["val"] = "images/train"  # overfit: validate on the training images
+    y.write_text(yaml.safe_dump(cfg))
+    return y
+
+
+def test_resume_continues_epochs_and_ema(tmp_path):
+    y = _tiny_data(tmp_path, 2)
+    base = dict(model="yolov8n", data=str(y), batch=2, nbs=2, imgsz=64, augment=False, workers=0, warmup_epochs=0,
+                project=str(tmp_path / "runs"), name="r", progress=False, plots=False)
+    train_detector(DetectConfig(epochs=1, **base))
+    first = load_checkpoint(tmp_path / "runs" / "r" / "last.pt")
+    assert first["epoch"] == 1 and int(first["method"]["ema_updates"]) == 1
+    res = train_detector(DetectConfig(epochs=2, resume=str(tmp_path / "runs" / "r" / "last.pt"), **base))
+    second = load_checkpoint(tmp_path / "runs" / "r" / "last.pt")
+    assert second["epoch"] == 2 and int(second["method"]["ema_updates"]) == 2  # EMA count restored, not restarted
+    assert [r["epoch"] for r in second["history"]] == [1, 2]
+    assert res["run_dir"] == str((tmp_path / "runs" / "r").resolve())
+    lines = (tmp_path / "runs" / "r" / "metrics.csv").read_text().strip().splitlines()
+    assert len(lines) == 3  # header + two epochs
+
+
+@pytest.mark.slow
+def test_overfit_a_few_synthetic_images_to_map50_above_0_9(tmp_path):
+    y = _tiny_data(tmp_path, 4, repeat=12, min_side=12)
+    t0 = time.perf_counter()
+    # 4 images x 12 per epoch, batch 4: 12 steps/epoch, 432 steps; the SGD schedule of the product, no warm-up
+    cfg = DetectConfig(model="yolov8n", data=str(y), epochs=36, batch=4, nbs=4, imgsz=128, lr0=0.04, augment=False,
+                       warmup_epochs=0, close_mosaic=0, val=False, workers=0, project=str(tmp_path / "runs"),
+                       progress=False, plots=False)
+    res = train_detector(cfg)
+    print(f"overfit: mAP50 {res['val']['map50']:.3f}, mAP50-95 {res['val']['map']:.3f} in "
+          f"{time.perf_counter() - t0:.0f} s")
+    assert res["val"]["map50"] > 0.9, res["val"]
