@@ -1,0 +1,179 @@
+"""Replacement Learning on the detector backbone: candidates per scale, arithmetic, gradients, export, memory."""
+
+import math
+
+import pytest
+import torch
+
+from leanvision.detection.method import DetectionMethod
+from leanvision.detection.replacement import (
+    apply_detector_replacement,
+    detector_candidates,
+    export_detector,
+    load_replaced_state,
+)
+from leanvision.engine.meter import count_parameters, state_bytes
+from leanvision.methods.replacement import ReplacedBlock
+from leanvision.models.yolo import create_detector
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def bottleneck_params(c: int) -> int:
+    """Two Conv(c, c, 3): 3×3 weights without bias, BN weight and bias each."""
+    return 2 * (c * c * 9 + 2 * c)
+
+
+def batch(nc=3, size=64):
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=g)
+    targets = {"img_idx": torch.tensor([0, 0, 1]), "cls": torch.tensor([0, 1, 2]),
+               "boxes": torch.tensor([[4.0, 6, 30, 40], [20, 20, 60, 50], [10, 8, 50, 44]])}
+    return images, targets
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "gso-yolo-n", "gso-yolo-s"])
+def test_scales_n_and_s_have_no_candidates_without_the_adapter(name):
+    model = create_detector(name, nc=3)
+    assert all(reason is not None for _, reason in detector_candidates(model))
+    before = count_parameters(model, trainable_only=True)
+    with pytest.raises(ValueError, match=r"scale m.*adapter=True") as err:
+        apply_detector_replacement(model, verbose=False)
+    assert "1,2,2,1" in str(err.value)
+    assert count_parameters(model, trainable_only=True) == before  # nothing half-replaced
+
+
+def test_scale_m_replaces_the_second_bottleneck_of_the_4_repeat_rows(capsys):
+    model = create_detector("yolov8m", nc=3)
+    before = count_parameters(model, trainable_only=True)
+    report = apply_detector_replacement(model, interval=2)
+    # m: C2f repeats 2,4,4,2 at rows 2,4,6,8; hidden widths c = width(256|512)·0.75/2 = 96 and 192
+    assert report.candidates == ["4.m.1", "4.m.2", "6.m.1", "6.m.2"]
+    assert report.replaced == ["4.m.1", "6.m.1"]
+    removed = bottleneck_params(96) + bottleneck_params(192)
+    assert removed == 830_592
+    assert report.removed == removed and report.added == 4
+    assert report.trainable_before == before
+    assert report.trainable_after == before - removed + 4 == count_parameters(model, trainable_only=True)
+    assert isinstance(model.model[4].m[1], ReplacedBlock) and not isinstance(model.model[4].m[2], ReplacedBlock)
+    out = capsys.readouterr().out
+    assert "4.m.1, 6.m.1" in out and f"{before:,} -> {before - removed + 4:,}" in out
+
+
+def test_scale_l_interval_2_and_3():
+    model = create_detector("yolov8l", nc=3)
+    report = apply_detector_replacement(model, interval=2, verbose=False)
+    # l: repeats 3,6,6,3; widths 128,256,512,512 (max_channels 512) -> c = 64,128,256,256
+    assert report.replaced == ["2.m.1", "4.m.1", "4.m.3", "6.m.1", "6.m.3", "8.m.1"]
+    assert report.removed == bottleneck_params(64) + 2 * bottleneck_params(128) + 3 * bottleneck_params(256)
+    assert report.removed == 4_206_848
+    model3 = create_detector("yolov8l", nc=3)
+    assert apply_detector_replacement(model3, interval=3, verbose=False).replaced == ["2.m.1", "4.m.1", "4.m.4",
+                                                                                      "6.m.1", "6.m.4", "8.m.1"]
+
+
+def test_adapter_gives_candidates_at_scale_n_and_fuses_sliced_or_tiled_neighbours():
+    torch.manual_seed(0)
+    model = create_detector("gso-yolo-n", nc=3)
+    # widths at n: C2f rows 2,4,6,8 have c = 16, 32, 64, 128; 4.m.0 borrows from 2.m.0 (c=16) and 4.m.1
+    prev_w = model.model[2].m[0].cv1.conv.weight.detach().clone()  # (16, 16, 3, 3)
+    next_w = model.model[4].m[1].cv1.conv.weight.detach().clone()  # (32, 32, 3, 3)
+    report = apply_detector_replacement(model, adapter=True, init=(0.3, 0.9), verbose=False)
+    assert report.replaced == ["4.m.0", "6.m.0"]
+    assert report.removed == bottleneck_params(32) + bottleneck_params(64) == 92_544
+    fused = model.model[4].m[0].fused_params()["cv1.conv.weight"]
+    tiled = torch.cat([torch.cat([prev_w, prev_w], 0)] * 2, 1) * math.sqrt(16 / 32)  # fan-in 16 -> 32
+    torch.testing.assert_close(fused, 0.3 * tiled + 0.9 * next_w)
+    # 6.m.1 borrows from 8.m.0 (c=128): leading slice, scaled by sqrt(128 / 64); not chosen at k=2
+    assert model.model[6].m[1].cv1.conv.weight.shape == (64, 64, 3, 3)
+
+
+def test_explicit_ids_and_their_errors():
+    model = create_detector("yolov8m", nc=3)
+    assert apply_detector_replacement(model, ids=["4.m.2"], verbose=False).replaced == ["4.m.2"]
+    fresh = create_detector("yolov8m", nc=3)
+    with pytest.raises(ValueError, match="adjacent"):
+        apply_detector_replacement(fresh, ids=["4.m.1", "4.m.2"], verbose=False)
+    with pytest.raises(ValueError, match="4.m.0: it is the first of the 4 Bottleneck"):
+        apply_detector_replacement(fresh, ids=["4.m.0"], verbose=False)
+    with pytest.raises(ValueError, match="unknown backbone Bottleneck '9.m.0'"):
+        apply_detector_replacement(fresh, ids=["9.m.0"], verbose=False)
+    with pytest.raises(ValueError, match="interval must be an integer >= 2"):
+        apply_detector_replacement(fresh, interval=1, verbose=False)
+    with pytest.raises(TypeError, match="DetectionModel"):
+        apply_detector_replacement(torch.nn.Linear(2, 2))
+
+
+def test_gradients_reach_a_b_and_the_neighbours_and_the_replaced_block_has_no_weights():
+    torch.manual_seed(0)
+    model = create_detector("gso-yolo-n", nc=3)
+    apply_detector_replacement(model, adapter=True, verbose=False)
+    names = dict(model.named_parameters())
+    assert not any(k.startswith("model.4.m.0.template") for k in names)
+    assert {"model.4.m.0.a", "model.4.m.0.b"} <= set(names)
+    method = DetectionMethod(model, "aiou", ema=False).train()
+    images, targets = batch()
+    method.train_step(images, targets, lambda loss: loss.backward())
+    for k in ("model.4.m.0.a", "model.4.m.0.b", "model.2.m.0.cv1.conv.weight", "model.4.m.1.cv2.conv.weight"):
+        g = names[k].grad
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, k
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name,adapter", [("gso-yolo-n", True), ("yolov8m", False)])
+def test_export_and_checkpoint_reload_give_identical_eval_outputs(name, adapter):
+    torch.manual_seed(0)
+    model = create_detector(name, nc=3)
+    report = apply_detector_replacement(model, adapter=adapter, verbose=False)
+    method = DetectionMethod(model, "ciou")  # with EMA: a deepcopy of a model holding ReplacedBlocks
+    opt = torch.optim.SGD(method.param_groups(5e-4), lr=0.01, momentum=0.9)
+    images, targets = batch()
+    for _ in range(2):  # a, b and the BN statistics move away from their initial values
+        opt.zero_grad()
+        method.train_step(images, targets, lambda loss: loss.backward())
+        opt.step()
+        method.after_optimizer_step()
+    a = model.get_submodule(f"model.{report.replaced[0]}").a
+    assert float(a.detach()) != 0.5
+    x = images.float() / 255
+    for net in (model, method.ema_model):
+        net.eval()
+        with torch.no_grad():
+            want = net(x)
+            plain = export_detector(net)
+            assert not any(isinstance(m, ReplacedBlock) for m in plain.modules())
+            assert torch.equal(plain(x), want)
+            # a saved state dict (trainer checkpoint) rebuilds into the plain network
+            reloaded = load_replaced_state(create_detector(name, nc=3), net.state_dict(), report.options)
+            assert set(reloaded.state_dict()) == set(create_detector(name, nc=3).state_dict())
+            assert torch.equal(reloaded.eval()(x), want)
+
+
+def test_state_bytes_shrink_by_the_removed_weights_grads_and_momentum():
+    torch.manual_seed(0)
+    images, targets = batch()
+
+    def one_step(replace: bool) -> tuple[dict, int]:
+        torch.manual_seed(0)
+        model = create_detector("yolov8m", nc=3)
+        removed = apply_detector_replacement(model, verbose=False).removed if replace else 0
+        method = DetectionMethod(model, "ciou", ema=False).train()
+        opt = torch.optim.SGD(method.param_groups(5e-4), lr=0.01, momentum=0.9)
+        method.train_step(images, targets, lambda loss: loss.backward())
+        opt.step()
+        return state_bytes(method, opt), removed
+
+    plain, _ = one_step(False)
+    rep, removed = one_step(True)
+    scalars = 4  # a and b of 2 replaced Bottlenecks, fp32
+    for key in ("params", "grads"):
+        assert plain[key] - rep[key] == 4 * (removed - scalars), key
+    # SGD momentum: one buffer per trainable tensor (state_bytes leaves 0-dim state such as a's and b's out)
+    assert plain["optimizer"] - rep["optimizer"] == 4 * removed
+    assert plain["buffers"] == rep["buffers"]  # a replaced Bottleneck keeps its own BN statistics
