@@ -70,3 +70,13 @@ def test_python_dash_m_entrypoint(cmd):
     res = subprocess.run([sys.executable, "-m", "leanvision", *cmd], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert ("resnet110" if cmd[0] == "models" else "e2e") in res.stdout
+
+
+def test_bench_rows_from_a_yaml_file(tmp_path):
+    from leanvision.bench import parse_rows
+
+    f = tmp_path / "rows.yaml"
+    f.write_text("rows:\n  - resnet20:e2e\n  - {model: resnet20, method: dgl, settings: {modules: 3, amp: bf16}}\n")
+    rows = parse_rows([str(f)])
+    assert [r.label for r in rows] == ["resnet20:e2e", "resnet20:dgl:modules=3,amp=bf16"]
+    assert rows[1].options == {"modules": 3} and rows[1].train == {"amp": "bf16"}

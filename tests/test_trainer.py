@@ -138,3 +138,21 @@ def test_truncated_or_foreign_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(evil)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path):
+    res = train(quick_cfg(tmp_path, epochs=1, amp="bf16", channels_last=True))
+    assert math.isfinite(res["final"]["train_loss"])
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["config"]["amp"] == "bf16"
+    assert all(v.dtype != torch.bfloat16 for v in ckpt["method"].values())  # weights stay fp32 under autocast
+
+
+def test_replacement_inside_a_local_method_trains(tmp_path):
+    plain = train(quick_cfg(tmp_path, name="plain", epochs=1, method="dgl", method_options={"modules": 3}))
+    res = train(quick_cfg(tmp_path, epochs=1, method="dgl", method_options={"modules": 3}, replace_interval=2))
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert any(k.endswith(".a") for k in ckpt["method"]), "replaced blocks keep their scalars"
+    # resnet20 has one eligible block (1.1): 2 convs of 16x16x3x3 and 2 BNs of 16 -> 4,672 weights, +2 scalars
+    removed = plain["resources"]["trainable_params"] - res["resources"]["trainable_params"]
+    assert removed == 4_672 - 2
