@@ -12,14 +12,6 @@ from leanvision.cli import main
 from leanvision.detection.synth import SYNTH_CLASSES, generate_synthetic_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A one-epoch yolov8n run on 4 synthetic images (64 px), trained through the CLI."""

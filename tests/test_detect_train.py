@@ -16,15 +16,6 @@ from leanvision.engine.checkpoint import load_checkpoint
 from leanvision.models.yolo import create_detector
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small convs gain nothing from threads, and on shared cores contention makes them many times slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _groups(schedule, epoch, it, iters):
     opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]},
                            {"params": [torch.zeros(1, requires_grad=True)], "warmup_bias": True}], lr=1.0, momentum=0.5)

@@ -19,15 +19,6 @@ from leanvision.models.resnet import ResNet
 from leanvision.models.vit import VisionTransformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting over two shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_resnet(depth=4, widths=(4,)):
     torch.manual_seed(0)
     return ResNet(BasicBlock, (depth,) * len(widths), widths, num_classes=3, cifar_stem=True, image_size=8)

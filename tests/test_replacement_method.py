@@ -25,15 +25,6 @@ from leanvision.models.resnet import BasicBlock, ResNet
 from leanvision.models.vit import VisionTransformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting over two shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_resnet():  # blocks 1.0-1.3 of width 4: interval 2 replaces 1.1
     torch.manual_seed(0)
     return ResNet(BasicBlock, (4,), (4,), num_classes=3, cifar_stem=True, image_size=8)

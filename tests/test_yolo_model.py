@@ -17,16 +17,6 @@ from leanvision.models.yolo import (
     register_detector,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small CPU forwards gain nothing from threads, and on shared cores thread contention slows them down
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Reference counts at 80 classes, DFL's 16 fixed weights included (specs/gso_yolo.md §4.2)
 REFERENCE_PARAMS = {"yolov8n": 3_157_200, "yolov8s": 11_166_560, "yolov8m": 25_902_640, "yolov8l": 43_691_520}
 

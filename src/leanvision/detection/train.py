@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import ConfigError, save_yaml, to_dict
 from ..engine.distributed import DistInfo, broadcast_module, cleanup, init_distributed
+from ..engine.run import seed_everything
 from ..engine.trainer import Trainer
 from .config import DetectConfig
 from .det_check import check_dataset, load_yolo_dataset
@@ -125,12 +124,6 @@ def run_dir_for(cfg: DetectConfig) -> Path:
     while (Path(cfg.project) / f"train{n}").exists():
         n += 1
     return Path(cfg.project) / f"train{n}"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def train_detector(cfg: DetectConfig) -> dict:
