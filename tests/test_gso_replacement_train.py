@@ -1,0 +1,74 @@
+"""``--method replacement`` end to end: train, checkpoint, reload as a plain detector, and the CLI flags."""
+
+import pytest
+import torch
+
+from leanvision.config import field_names
+from leanvision.detection.config import DetectConfig
+from leanvision.detection.method import yolo_param_groups
+from leanvision.detection.replacement import apply_detector_replacement
+from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detection.train import train_detector
+from leanvision.detection.val import load_detector
+from leanvision.engine.checkpoint import load_checkpoint
+from leanvision.methods.replacement import ReplacedBlock
+from leanvision.models.yolo import create_detector
+
+# The --method replacement wiring lives in detection/{config,train,val,cli}.py; until it lands these wait for it.
+pytestmark = pytest.mark.skipif("method" not in field_names(DetectConfig),
+                                reason="DetectConfig has no 'method' field yet (--method replacement not wired)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_a_and_b_are_kept_out_of_weight_decay():  # needs the one-line change in detection/method.py
+    model = create_detector("gso-yolo-n", nc=3)
+    apply_detector_replacement(model, adapter=True, verbose=False)
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in yolo_param_groups(model, 5e-4)}
+    ab = {id(model.model[4].m[0].a), id(model.model[4].m[0].b)}
+    assert ab <= groups["norm"] and not ab & groups["weights"]
+
+
+def test_train_with_replacement_saves_a_checkpoint_that_loads_as_a_plain_detector(tmp_path, capsys):
+    data = generate_synthetic_dataset(tmp_path / "d", images=4, imgsz=64, seed=0, val_fraction=0.5)
+    base = dict(model="gso-yolo-n", data=str(data), epochs=1, batch=2, nbs=2, imgsz=64, augment=False, workers=0,
+                warmup_epochs=0, project=str(tmp_path / "runs"), progress=False, plots=False, method="replacement")
+    with pytest.raises(ValueError, match="adapter=True"):  # scale n has no candidates without the adapter
+        train_detector(DetectConfig(name="no", **base))
+    res = train_detector(DetectConfig(name="rl", replace_adapter=True, **base))
+    assert "4.m.0, 6.m.0" in capsys.readouterr().out
+    ckpt = load_checkpoint(tmp_path / "runs" / "rl" / "last.pt")
+    spec = ckpt["config"]["detector"]
+    assert spec["replacement"]["adapter"] is True and spec["replacement"]["interval"] == 2
+    assert "model.model.4.m.0.a" in ckpt["method"] and "model.model.4.m.0.cv1.conv.weight" not in ckpt["method"]
+    plain, _ = load_detector(tmp_path / "runs" / "rl" / "last.pt")
+    assert not any(isinstance(m, ReplacedBlock) for m in plain.modules())
+    assert set(plain.state_dict()) == set(create_detector("gso-yolo-n", nc=6).state_dict())
+    # the reloaded plain model is the trained EMA network: same outputs as rebuilding it with its blocks replaced
+    ema = create_detector("gso-yolo-n", nc=6, names=spec["names"])
+    apply_detector_replacement(ema, adapter=True, verbose=False)
+    ema.load_state_dict({k[len("ema_model."):]: v for k, v in ckpt["method"].items() if k.startswith("ema_model.")})
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(plain(x), ema.eval()(x))
+    assert res["val"]["images"] == 2
+
+
+def test_cli_flags_reach_the_config():
+    import argparse
+
+    from leanvision.detection.cli import add_detect_parser, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_detect_parser(p.add_subparsers(dest="cmd"))
+    args = p.parse_args(["detect", "train", "--method", "replacement", "--replace-interval", "3", "--replace-adapter"])
+    cfg = config_from_args(args)
+    assert (cfg.method, cfg.replace_interval, cfg.replace_adapter) == ("replacement", 3, True)
+    with pytest.raises(SystemExit):
+        p.parse_args(["detect", "train", "--method", "local"])
