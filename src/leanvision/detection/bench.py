@@ -33,6 +33,7 @@ from ..models.yolo import count_parameters, model_gflops
 from .config import DetectConfig
 from .method import DetectionMethod
 from .postprocess import VAL_SETTINGS, non_max_suppression
+from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec
 
@@ -79,6 +80,8 @@ def resource_row(model_name: str, opts: dict, imgsz: int, batch: int, steps: int
     spec = detector_spec(model_name, [f"c{i}" for i in range(nc)], model_overrides(cfg))
     torch.manual_seed(0)
     model = build_detector(spec)
+    if cfg.method == "replacement":  # a row such as gso-yolo-n:method=replacement,replace_adapter=true
+        apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter, verbose=False)
     method = DetectionMethod(model, cfg.box_loss).to(device)
     opt = torch.optim.SGD(method.param_groups(cfg.weight_decay), lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
     trainer = Trainer(method, opt, YoloSchedule(epochs=1), [], lambda m: {}, out / "scratch", 1, {}, device,

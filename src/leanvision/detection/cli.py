@@ -34,7 +34,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
     }
     choices = {"box_loss": ["ciou", "eiou", "aiou", "diou", "giou", "iou"], "amp": ["auto", "none", "bf16", "fp16"],
-               "on_error": ["skip", "fail"]}
+               "on_error": ["skip", "fail"], "method": ["e2e", "replacement"]}
     groups = {}
     for f in dataclasses.fields(DetectConfig):
         grp = ("model and data" if f.name in ("model", "data", "on_error", "box_loss", "gom", "scm") else

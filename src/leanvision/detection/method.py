@@ -38,8 +38,8 @@ def yolo_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             seen.add(id(p))
             if name == "bias":
                 bias.append(p)
-            elif "Norm" in type(module).__name__:  # BatchNorm2d, GroupNorm (SCM), LayerNorm, ...
-                norm.append(p)
+            elif "Norm" in type(module).__name__ or getattr(p, "_no_weight_decay", False):
+                norm.append(p)  # BatchNorm2d, GroupNorm (SCM), LayerNorm, ...; Replacement Learning's a and b
             else:
                 decay.append(p)
     return [

@@ -26,6 +26,7 @@ from .det_dataset import build_detection_loader, set_loader_epoch
 from .det_formats import DatasetFormatError, read_coco, read_voc
 from .evaluate import format_results
 from .method import DetectionMethod
+from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec, load_detector, scalar_metrics, validate
 
@@ -145,6 +146,8 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     if cfg.batch % dist.world_size:
         raise ConfigError(f"batch {cfg.batch} is not divisible by {dist.world_size} processes")
     overrides = model_overrides(cfg)  # fail on a bad switch before reading the data
+    if cfg.method not in ("e2e", "replacement"):
+        raise ConfigError(f"unknown method {cfg.method!r}; detectors train with e2e or replacement")
     run_dir = run_dir_for(cfg)
     seed_everything(cfg.seed)
     splits, names = load_detection_data(cfg.data, cfg.on_error, cfg.seed)
@@ -164,6 +167,8 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
 
     spec = detector_spec(cfg.model, names, overrides)
     model = build_detector(spec)
+    if cfg.method == "replacement":  # saved in the spec so load_detector can rebuild and materialise it
+        spec["replacement"] = apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter).options
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = DetectionMethod(model, cfg.box_loss, cfg.box, cfg.cls, cfg.dfl).to(device)

@@ -20,6 +20,7 @@ from ..models.yolo import DetectionModel, create_detector
 from .augment import scale_boxes_to_original
 from .evaluate import DetectionEvaluator
 from .postprocess import VAL_SETTINGS, non_max_suppression
+from .replacement import load_replaced_state
 
 
 def _sync(device: torch.device) -> None:
@@ -147,7 +148,10 @@ def load_detector(weights: str | Path, device: torch.device | str = "cpu",
     weights_sd = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     model = build_detector(spec)
     try:
-        model.load_state_dict(weights_sd)
+        if spec.get("replacement"):  # trained with Replacement Learning: rebuild, load, materialise (plain model)
+            model = load_replaced_state(model, weights_sd, spec["replacement"])
+        else:
+            model.load_state_dict(weights_sd)
     except RuntimeError as e:
         raise CheckpointError(f"{weights}: weights do not fit {spec['name']} ({str(e).splitlines()[0]})") from e
     return model.to(device).eval(), cfg
