@@ -17,14 +17,6 @@ from leanvision.methods.replacement import ReplacedBlock
 from leanvision.models.yolo import create_detector
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def bottleneck_params(c: int) -> int:
     """Two Conv(c, c, 3): 3×3 weights without bias, BN weight and bias each."""
     return 2 * (c * c * 9 + 2 * c)

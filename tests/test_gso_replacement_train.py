@@ -14,14 +14,6 @@ from leanvision.methods.replacement import ReplacedBlock
 from leanvision.models.yolo import create_detector
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_a_and_b_are_kept_out_of_weight_decay():
     model = create_detector("gso-yolo-n", nc=3)
     apply_detector_replacement(model, adapter=True, verbose=False)

@@ -13,15 +13,6 @@ from leanvision.detection.train import load_detection_data, train_detector
 from leanvision.detection.val import build_detector, detector_spec, validate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small convs gain nothing from threads, and on shared cores contention makes them many times slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 def test_gso_yolo_n_short_run_improves_held_out_map50(tmp_path):
     # 24 scenes at 128 px: 18 train / 6 val (held out; never trained on)
