@@ -361,3 +361,23 @@ def test_mocs_and_cis_take_classes_from_the_json(tmp_path):
 def test_convert_unknown_format_says_what_is_supported(tmp_path):
     with pytest.raises(ValueError, match="voc, coco, soda, mocs, cis"):
         convert_dataset(tmp_path, "kitti", tmp_path / "o")
+
+
+def test_coco_image_info_file_without_annotations_reads_unlabelled(tmp_path):
+    import json
+    import warnings
+
+    from PIL import Image
+
+    from leanvision.detection.det_formats import read_coco
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (20, 10)).save(tmp_path / "images" / "a.jpg")
+    f = tmp_path / "test.json"
+    f.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 20, "height": 10}],
+                             "categories": [{"id": 3, "name": "worker"}]}))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        samples, names = read_coco(f, images_dir=tmp_path / "images")
+    assert names == ["worker"] and len(samples) == 1 and len(samples[0]["boxes"]) == 0
+    assert any("without labels" in str(x.message) for x in w)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,8 +229,10 @@ def read_coco(
         data = json.loads(json_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatasetFormatError(f"{json_file}: cannot parse COCO json ({e}); check the file is complete") from e
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "categories")):
         raise DatasetFormatError(f"{json_file}: a COCO json needs 'images', 'annotations' and 'categories' lists")
+    if "annotations" not in data:  # an image-info file (e.g. a test split whose labels are withheld)
+        warnings.warn(f"{json_file}: no 'annotations' list; its images are read without labels", stacklevel=2)
     try:
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
@@ -242,7 +245,7 @@ def read_coco(
     images_dir = Path(images_dir)
 
     per_img: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in imgs}
-    for k, ann in enumerate(data["annotations"]):
+    for k, ann in enumerate(data.get("annotations", [])):
         try:
             img_id, bbox, cat = int(ann["image_id"]), [float(v) for v in ann["bbox"]], int(ann["category_id"])
         except (KeyError, TypeError, ValueError) as e:
