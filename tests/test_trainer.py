@@ -156,3 +156,26 @@ def test_replacement_inside_a_local_method_trains(tmp_path):
     # resnet20 has one eligible block (1.1): 2 convs of 16x16x3x3 and 2 BNs of 16 -> 4,672 weights, +2 scalars
     removed = plain["resources"]["trainable_params"] - res["resources"]["trainable_params"]
     assert removed == 4_672 - 2
+
+
+def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class FakeWriter:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is optional)
+        def __init__(self, logdir):
+            calls.append(("dir", logdir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    train(quick_cfg(tmp_path, epochs=2))
+    assert calls[0] == ("dir", str(tmp_path / "run" / "tensorboard"))
+    tags = {(c[0], c[2]) for c in calls[1:]}
+    assert {("train_loss", 1), ("val_acc", 1), ("train_loss", 2), ("val_acc", 2)} <= tags

@@ -230,7 +230,24 @@ class Trainer:
         set_rng_state(ckpt["rng"])
 
     # -- logging -----------------------------------------------------------------------------------
+    def _tensorboard(self):
+        """A SummaryWriter under ``run_dir/tensorboard`` when the tensorboard package is installed, else None."""
+        if not hasattr(self, "_tb"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                self._tb = None
+            else:
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._tb
+
     def log(self, row: dict) -> None:
+        tb = self._tensorboard()
+        if tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k != "epoch":
+                    tb.add_scalar(k, v, row["epoch"])
+            tb.flush()
         self.history.append(row)
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
