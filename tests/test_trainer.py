@@ -179,3 +179,12 @@ def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
     assert calls[0] == ("dir", str(tmp_path / "run" / "tensorboard"))
     tags = {(c[0], c[2]) for c in calls[1:]}
     assert {("train_loss", 1), ("val_acc", 1), ("train_loss", 2), ("val_acc", 2)} <= tags
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_like_eager_ones(tmp_path):
+    eager = train(quick_cfg(tmp_path, name="eager", epochs=1, steps_per_epoch=1, subset=32, batch_size=16))
+    compiled = train(quick_cfg(tmp_path, name="compiled", epochs=1, steps_per_epoch=1, subset=32, batch_size=16,
+                               compile=True))
+    assert compiled["final"]["train_loss"] == pytest.approx(eager["final"]["train_loss"], abs=1e-4)
+    assert compiled["final"]["val_loss"] == pytest.approx(eager["final"]["val_loss"], abs=1e-3)
