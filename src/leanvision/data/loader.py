@@ -34,7 +34,21 @@ def _sampler(n: int, shuffle: bool, seed: int, rank: int, world_size: int,
                               drop_last=drop_last)
 
 
-class InMemoryLoader:
+class _EpochSampled:
+    """Shared by both loaders: the epoch lives in the sampler (deterministic per seed, epoch, rank)."""
+
+    sampler: DistributedSampler
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the permutation (and augmentation draws) of ``epoch``, as DistributedSampler.set_epoch."""
+        self.sampler.set_epoch(epoch)
+
+
+class InMemoryLoader(_EpochSampled):
     """Batches of an :class:`ArrayDataset`, augmented on the device. Built by :func:`build_loader`."""
 
     def __init__(self, ds: ArrayDataset, batch_size: int, train: bool, augment: bool, device: torch.device,
@@ -45,14 +59,6 @@ class InMemoryLoader:
         self.sampler.set_epoch(epoch)
         self._mean = torch.tensor(ds.spec.mean, device=device)
         self._std = torch.tensor(ds.spec.std, device=device)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the permutation and augmentation of ``epoch`` (deterministic per seed, epoch, rank)."""
-        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -107,7 +113,7 @@ class _Transformed(torch.utils.data.Dataset):
         return self.transform(img).as_subclass(torch.Tensor), label
 
 
-class StreamingLoader:
+class StreamingLoader(_EpochSampled):
     """Batches of a :class:`FolderDataset` through a DataLoader. Built by :func:`build_loader`."""
 
     def __init__(self, ds: FolderDataset, batch_size: int, train: bool, augment: bool, device: torch.device,
@@ -121,14 +127,6 @@ class StreamingLoader:
                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)
         self._mean = torch.tensor(ds.spec.mean, device=device)
         self._std = torch.tensor(ds.spec.std, device=device)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the permutation of ``epoch``, as DistributedSampler.set_epoch."""
-        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
