@@ -16,6 +16,6 @@ RECIPES: dict[str, dict] = {
     "cifar10-short": dict(epochs=10, batch_size=128, subset=10000, optimizer="sgd", lr=0.1, weight_decay=1e-4,
                           momentum=0.9, warmup_epochs=2, amp="none"),
     # The demo: the bundled digits set, a few epochs, small enough for 2 CPU cores.
-    "demo": dict(data="digits", epochs=4, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=1e-4,
-                 momentum=0.9, warmup_epochs=1, amp="none"),
+    "demo": dict(data="digits", epochs=3, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=1e-4,
+                 momentum=0.9, warmup_epochs=0, amp="none"),
 }

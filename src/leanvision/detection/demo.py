@@ -20,7 +20,7 @@ from .predict import predict
 from .synth import generate_synthetic_dataset
 from .train import train_detector
 
-DEMO = dict(model="yolov8n", epochs=20, batch=8, nbs=8, imgsz=128, lr0=0.04, warmup_epochs=0, close_mosaic=0,
+DEMO = dict(model="yolov8n", epochs=16, batch=8, nbs=8, imgsz=128, lr0=0.04, warmup_epochs=0, close_mosaic=0,
             augment=False, workers=0, patience=100, device="cpu", progress=False, overwrite=True, name="train",
             plots=True)
 MIN_SIDE = 12  # px: a box under ~1.5 strides covers no anchor centre, so the assigner can never learn it
