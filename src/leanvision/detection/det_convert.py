@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..engine.checkpoint import atomic_write_text
 from .det_check import check_dataset
 from .det_formats import DatasetFormatError, read_coco, read_voc
 
@@ -146,9 +147,7 @@ def write_yolo_dataset(
         cfg[split] = f"{split}.txt"
     cfg["names"] = {i: n for i, n in enumerate(names)}
     yaml_path = out / "data.yaml"
-    tmp = yaml_path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, yaml_path)
+    atomic_write_text(yaml_path, yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return yaml_path
 
 
@@ -296,7 +295,5 @@ def samples_to_coco(samples: Sequence[dict], names: Sequence[str]) -> dict:
 def write_coco_json(samples: Sequence[dict], names: Sequence[str], path: str | os.PathLike) -> Path:
     """Write :func:`samples_to_coco` atomically."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(samples_to_coco(samples, names)))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(samples_to_coco(samples, names)))
     return path

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..engine.checkpoint import atomic_write_text
+
 # 20 distinct colours (a public "tab20"-like palette), cycled by class id
 PALETTE = [
     (31, 119, 180),
@@ -125,9 +127,7 @@ def write_predictions_json(records: Sequence[dict], path: str | os.PathLike) -> 
     """Write prediction records (a list) as JSON, via a temporary file and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(list(records), indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(list(records), indent=1))
     return path
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..engine.checkpoint import atomic_write_text
+
 SYNTH_CLASSES = ["person", "helmet", "vest", "machinery", "material", "barrier"]
 PERSON, HELMET, VEST, MACHINERY, MATERIAL, BARRIER = range(6)
 
@@ -411,7 +413,5 @@ def generate_synthetic_dataset(
         "names": {i: n for i, n in enumerate(SYNTH_CLASSES)},
     }
     path = out / "data.yaml"
-    tmp = out / "data.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
     return path

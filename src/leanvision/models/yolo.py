@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from leanvision.detection.boxes import dist2bbox, make_anchors
+from leanvision.engine.meter import count_parameters  # noqa: F401  (all parameters, DFL's frozen 16 included)
 from leanvision.models.base import BlockInfo
 from leanvision.models.gso import GOM, SCM
 
@@ -388,11 +389,6 @@ class DetectionModel(nn.Module):
             info.append(BlockInfo(f"{stage}.{idx}", stage, idx, c_in, c_out, int(s_out / s_in),
                                   c_in != c_out or s_out != s_in))
         return info
-
-
-def count_parameters(model: nn.Module) -> int:
-    """All parameters, frozen ones included (the DFL's 16 weights), as the reference counts are given."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
