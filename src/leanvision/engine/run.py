@@ -25,8 +25,9 @@ def seed_everything(seed: int) -> None:
 
 
 def is_transformer(model: nn.Module) -> bool:
-    return type(model).__name__ in ("VisionTransformer",) or hasattr(getattr(model, "stem", None), "patch_embed") \
-        or hasattr(getattr(model, "stem", None), "cls_token")
+    """Transformer blocks (ours and timm's) have an ``attn`` sub-module; residual conv blocks do not."""
+    blocks = getattr(model, "blocks", None)
+    return bool(blocks) and hasattr(blocks[0], "attn")
 
 
 def recipe_defaults(cfg: TrainConfig, model: nn.Module) -> dict:
