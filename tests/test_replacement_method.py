@@ -69,10 +69,11 @@ def test_cli_flags_map_to_builder_options():
     args = parser.parse_args(["--replace-blocks", "1.1,2.2", "--replace-convex", "--replace-init", "0.4,0.6"])
     opts = options_from_args(args)
     assert opts == dict(
-        interval=None, blocks="1.1,2.2", init="0.4,0.6", detach_neighbors=None, convex=True, adapter=None
+        interval=None, blocks="1.1,2.2", init="0.4,0.6", detach_neighbors=None, convex=True, adapter=None,
+        surrogate=None,
     )
     help_text = " ".join(parser.format_help().split())
-    assert help_text.count("[our choice: the paper is silent]") == 6
+    assert help_text.count("[our choice: the paper is silent]") == 7
 
 
 @pytest.mark.parametrize("make", [tiny_resnet, tiny_vit])

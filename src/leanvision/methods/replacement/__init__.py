@@ -3,7 +3,9 @@
 - :func:`apply_replacement` is a model transform usable with any method (local learning included);
 - :class:`ReplacementLearning` (registered as ``"replacement"``) is that transform + E2E training;
 - :func:`replace_module` / :class:`ReplacedBlock` work on any (prev, target, next) triple of modules;
-- :func:`export_model` materialises the fused weights into a plain model.
+- :func:`export_model` materialises the fused weights into a plain model;
+- ``surrogate="lite"`` (:mod:`.lite`) evaluates a cheaper replaced block, our reconstruction of
+  RepL v2 (spec §2.5); ``"full"`` (v1) is the default.
 
 Composing with local learning: apply the transform to the model first, then cut ``model.blocks``
 into modules. A replaced block whose neighbour sits in another module makes that neighbour receive
@@ -15,7 +17,9 @@ EMA auxiliary copy, say), copy plain blocks: :meth:`ReplacedBlock.materialize` g
 of a ReplacedBlock on its own would carry private copies of its neighbours.
 """
 
-from .block import ReplacedBlock, adapt, materialize_replaced, replace_module
+from . import lite  # noqa: F401  (registers the "lite" surrogate)
+from .block import ReplacedBlock, Surrogate, adapt, materialize_replaced, register_surrogate, replace_module
+from .lite import lite_surrogate
 from .method import ReplacementLearning, add_cli_arguments, options_from_args
 from .select import ineligibility, select_blocks
 from .transform import ReplacementReport, apply_replacement, export_model
@@ -29,8 +33,11 @@ __all__ = [
     "apply_replacement",
     "export_model",
     "ineligibility",
+    "lite_surrogate",
     "materialize_replaced",
     "options_from_args",
+    "register_surrogate",
     "replace_module",
     "select_blocks",
+    "Surrogate",
 ]

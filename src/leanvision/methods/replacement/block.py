@@ -5,12 +5,20 @@
 own BatchNorm running statistics. Nothing here assumes a :class:`~leanvision.models.BlockModel`:
 :func:`replace_module` works on any (prev, target, next) triple of modules, e.g. detector backbone
 blocks.
+
+What the template computes is the block's *surrogate*, chosen by name from a small registry:
+``"full"`` (the default, v1: the whole block, every tensor fused with its same-named neighbour
+tensors) is defined here; ``"lite"`` (a cheaper surrogate, our reconstruction of RepL v2, spec §2.5)
+lives in :mod:`.lite`. Both go through the same fusion (:class:`_Fuse`) and the same swap into a
+parameter-free template, so each idea has one implementation.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -83,6 +91,65 @@ class _Fuse(torch.autograd.Function):
         return (grad_a, grad_b, None, *scaled(a, 0), *scaled(b, n))
 
 
+def without_parameters(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters are ``None`` (names kept) and whose buffers are its own.
+
+    deepcopy with every parameter pre-mapped to None: no weight is copied, and ``_parameters`` keep
+    their keys (so ``state_dict`` order survives export).
+    """
+    return copy.deepcopy(module, memo={id(p): None for p in module.parameters()})
+
+
+@dataclass
+class Surrogate:
+    """What a replaced block evaluates, and where each of its tensors comes from.
+
+    Attributes:
+        template: parameter-free module (parameters ``None``) run with the fused tensors; its buffers
+            (BatchNorm running statistics) are the replaced block's own.
+        names: parameter names inside ``template`` that receive fused tensors.
+        prev_names / next_names: for each of ``names``, the neighbour tensor it is fused from
+            (W̃[names[j]] = a·prev[prev_names[j]] + b·next[next_names[j]]).
+        shapes: the shape of each fused tensor (neighbour tensors are adapted to it, spec §2.4).
+    """
+
+    template: nn.Module
+    names: list[str]
+    prev_names: list[str]
+    next_names: list[str]
+    shapes: list[torch.Size]
+
+
+SurrogateBuilder = Callable[[nn.Module, nn.Module, nn.Module], Surrogate]
+_SURROGATES: dict[str, SurrogateBuilder] = {}
+
+
+def register_surrogate(name: str) -> Callable[[SurrogateBuilder], SurrogateBuilder]:
+    """Register ``fn(prev, target, next) -> Surrogate`` under ``name`` (refuses duplicates)."""
+
+    def deco(fn: SurrogateBuilder) -> SurrogateBuilder:
+        if name in _SURROGATES:
+            raise ValueError(f"surrogate {name!r} is already registered")
+        _SURROGATES[name] = fn
+        return fn
+
+    return deco
+
+
+def build_surrogate(name: str, prev: nn.Module, target: nn.Module, nxt: nn.Module) -> Surrogate:
+    if name not in _SURROGATES:
+        raise ValueError(f"unknown surrogate {name!r}; valid surrogates: {', '.join(sorted(_SURROGATES))}")
+    return _SURROGATES[name](prev, target, nxt)
+
+
+@register_surrogate("full")
+def full_surrogate(prev: nn.Module, target: nn.Module, nxt: nn.Module) -> Surrogate:
+    """v1 (spec §1.3): the whole target block, each tensor fused from the same-named neighbour tensors."""
+    params = dict(target.named_parameters())
+    names = list(params)
+    return Surrogate(without_parameters(target), names, names, names, [p.shape for p in params.values()])
+
+
 def adapt(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """v2-style shape adapter (spec §2.4, our reconstruction): bring neighbour tensor ``t`` to ``shape``.
 
@@ -151,9 +218,11 @@ class ReplacedBlock(nn.Module):
     """A block whose parameters are a·θ(prev) + b·θ(next), rebuilt on every forward (spec §1.3).
 
     Registered state: ``a`` and ``b`` (or, with ``convex``, the logit ``s`` with a = sigmoid(s),
-    b = 1 − a), both excluded from weight decay (spec §1.2), and ``template``: a copy of the target
-    block whose parameters are removed (set to ``None``) and whose buffers, e.g. BatchNorm running
-    statistics, are its own (§1.2 "BatchNorm"). The neighbours are referenced in plain Python
+    b = 1 − a), both excluded from weight decay (spec §1.2), and ``template``: the surrogate the
+    block evaluates, with its parameters removed (set to ``None``) and buffers, e.g. BatchNorm
+    running statistics, of its own (§1.2 "BatchNorm"). With ``surrogate="full"`` the template is a
+    copy of the target block; with ``"lite"`` it is the cheaper block of :mod:`.lite`. The
+    neighbours are referenced in plain Python
     attributes, not registered, so ``model.parameters()`` and the optimizer see each neighbour
     tensor once (§1.3). Copy the whole model, not a ReplacedBlock on its own: ``copy.deepcopy`` of
     the parent keeps the references pointing at the copied neighbours.
@@ -168,6 +237,9 @@ class ReplacedBlock(nn.Module):
         convex: b = 1 − a with a = sigmoid(s) (our option; one learnable number per block).
         detach_neighbors: stop-gradient into the neighbours (ablation, spec §7.1).
         adapter: slice/tile neighbour tensors whose shape differs (v2-style, spec §2.4).
+        surrogate: ``"full"`` (default; v1, the whole block with fused weights) or ``"lite"`` (a
+            cheaper surrogate, our reconstruction of RepL v2, spec §2.5; see :mod:`.lite` for the
+            supported block types).
 
     Shapes: ``forward(x)`` takes and returns what ``target`` does.
     """
@@ -181,18 +253,19 @@ class ReplacedBlock(nn.Module):
         convex: bool = False,
         detach_neighbors: bool = False,
         adapter: bool = False,
+        surrogate: str = "full",
     ):
         super().__init__()
+        # Condition (c) of spec §2.2 on the whole block, whatever the surrogate: "lite" replaces the
+        # same blocks as "full", so the two are compared on the same selection.
         reason = shape_mismatch(prev, target, nxt, adapter)
         if reason:
             raise ValueError(f"cannot replace this {type(target).__name__}: {reason}")
-        params = dict(target.named_parameters())
-        self.names = list(params)
-        self.shapes = [p.shape for p in params.values()]
-        ref = next(iter(params.values()))
-        # deepcopy with every parameter pre-mapped to None: the template is built without copying
-        # any weight, and its _parameters keep their keys (so state_dict order survives export).
-        self.template = copy.deepcopy(target, memo={id(p): None for p in target.parameters()})
+        plan = build_surrogate(surrogate, prev, target, nxt)
+        self.surrogate = surrogate
+        self.names, self.shapes = plan.names, plan.shapes
+        self.template = plan.template
+        ref = next(target.parameters())
         a0, b0 = (float(v) for v in init)
         self.convex = convex
         self.detach_neighbors = detach_neighbors
@@ -209,7 +282,7 @@ class ReplacedBlock(nn.Module):
         # Plain (unregistered) references: slots are re-read on every forward so a neighbour whose
         # Parameter objects are swapped (to_empty, load_state_dict(assign=True)) stays in sync.
         self._neighbors = (prev, nxt)
-        self._neighbor_slots = (_slots(prev, self.names), _slots(nxt, self.names))
+        self._neighbor_slots = (_slots(prev, plan.prev_names), _slots(nxt, plan.next_names))
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, b) as 0-dim tensors, differentiable."""
@@ -228,7 +301,7 @@ class ReplacedBlock(nn.Module):
         return prev, nxt
 
     def fused_tensors(self) -> list[torch.Tensor]:
-        """The block's tensors a·P_n + b·Q_n, in ``self.names`` order (one fusion per forward)."""
+        """The template's tensors a·P_n + b·Q_n, in ``self.names`` order (one fusion per forward)."""
         a, b = self.coefficients()
         prev, nxt = self._neighbor_tensors()
         return list(_Fuse.apply(a, b, len(prev), *prev, *nxt))
@@ -252,7 +325,11 @@ class ReplacedBlock(nn.Module):
 
     @torch.no_grad()
     def materialize(self) -> nn.Module:
-        """An ordinary block with the fused weights stored as its parameters (for export, spec §1.3)."""
+        """An ordinary module with the fused weights stored as its parameters (for export, spec §1.3).
+
+        ``"full"``: a block of the target's class. ``"lite"``: the lite surrogate, a
+        ``torch.fx.GraphModule`` of plain torch layers (see :mod:`.lite` for how to load it).
+        """
         block = copy.deepcopy(self.template)
         for (m, k), t in zip(_slots(block, self.names), self.fused_tensors()):
             m._parameters[k] = nn.Parameter(t.detach().clone())
@@ -260,7 +337,7 @@ class ReplacedBlock(nn.Module):
 
     def extra_repr(self) -> str:
         a, b = (float(v.detach()) for v in self.coefficients())
-        opts = [f"a={a:.4g}", f"b={b:.4g}", f"tensors={len(self.names)}"]
+        opts = [f"a={a:.4g}", f"b={b:.4g}", f"tensors={len(self.names)}", f"surrogate={self.surrogate}"]
         opts += [name for name in ("convex", "detach_neighbors", "adapter") if getattr(self, name)]
         return ", ".join(opts)
 

@@ -27,6 +27,9 @@ class ReplacementLearning(Method):
         blocks: explicit blocks (0-based positions in ``model.blocks`` or "s.l" names; a list or a
             comma-separated string like "3,5,7"). Give ``interval`` or ``blocks``, not both.
         init / detach_neighbors / convex / adapter: see :func:`apply_replacement`.
+        surrogate: ``"full"`` (default; v1) or ``"lite"``: a cheaper replaced block (one fused conv
+            + BN + identity per BasicBlock, the fused MLP sub-layer alone per ViT block), our
+            reconstruction of RepL v2 (spec §2.5; see :mod:`.lite`).
         verbose: print the report.
     """
 
@@ -41,6 +44,7 @@ class ReplacementLearning(Method):
         detach_neighbors: bool = False,
         convex: bool = False,
         adapter: bool = False,
+        surrogate: str = "full",
         verbose: bool = True,
     ):
         super().__init__(model)
@@ -52,9 +56,8 @@ class ReplacementLearning(Method):
             init = tuple(float(v) for v in init.split(","))
         if len(init) != 2:
             raise ValueError(f"init must be two numbers a,b, got {init!r}")
-        self.report = apply_replacement(
-            model, 2 if interval is None else interval, blocks, tuple(init), detach_neighbors, convex, adapter
-        )
+        k = 2 if interval is None else interval
+        self.report = apply_replacement(model, k, blocks, tuple(init), detach_neighbors, convex, adapter, surrogate)
         if verbose and (not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0):
             print(self.report)
 
@@ -72,8 +75,9 @@ class ReplacementLearning(Method):
 
     def describe(self) -> str:
         r = self.report
+        lite = ", lite surrogate" if r.options.get("surrogate") == "lite" else ""
         return (
-            f"replacement: {len(r.replaced)}/{r.total_blocks} blocks ({', '.join(r.names) or 'none'}), "
+            f"replacement{lite}: {len(r.replaced)}/{r.total_blocks} blocks ({', '.join(r.names) or 'none'}), "
             f"trainable {r.trainable_before:,} -> {r.trainable_after:,} ({100 * r.reduction:.1f}% fewer)"
         )
 
@@ -127,6 +131,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
         help="v2-style shape adapter: slice/tile neighbours of another width so that blocks next to "
         f"a stage transition can be replaced (off; a reconstruction of RepL v2) {ours}",
     )
+    g.add_argument(
+        "--replace-surrogate",
+        choices=["full", "lite"],
+        default=None,
+        help="what a replaced block computes: full = the whole block with fused weights (default; v1); "
+        "lite = a cheaper block: one fused 3x3 conv (prev.conv2, next.conv1) + BN + identity + ReLU per "
+        "BasicBlock, the fused MLP sub-layer alone per ViT block (a reconstruction of RepL v2, spec 2.5; "
+        f"Bottlenecks are not supported) {ours}",
+    )
     return g
 
 
@@ -139,4 +152,5 @@ def options_from_args(args: argparse.Namespace) -> dict:
         "detach_neighbors": args.replace_detach_neighbors,
         "convex": args.replace_convex,
         "adapter": args.replace_adapter,
+        "surrogate": args.replace_surrogate,
     }

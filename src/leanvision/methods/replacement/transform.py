@@ -73,6 +73,7 @@ def apply_replacement(
     detach_neighbors: bool = False,
     convex: bool = False,
     adapter: bool = False,
+    surrogate: str = "full",
 ) -> ReplacementReport:
     """Replace blocks of ``model.blocks`` in place by :class:`ReplacedBlock` (spec §1.3, §2.2).
 
@@ -84,19 +85,31 @@ def apply_replacement(
         detach_neighbors: stop-gradient into the neighbours through the fusion (ablation).
         convex: b = 1 − a, a = sigmoid(s) (our option).
         adapter: v2-style slicing/tiling for neighbours of another width (spec §2.4, our option).
+        surrogate: ``"full"`` (default; v1, spec §1.3) or ``"lite"`` (a cheaper replaced block, our
+            reconstruction of RepL v2, spec §2.5; see :mod:`.lite`). Selects nothing differently.
 
     Returns:
         A :class:`ReplacementReport` (also logged at INFO level).
+
+    Raises:
+        ValueError: for an ineligible explicit block, or a block the surrogate does not support (the
+            message names the block). The model is left unchanged then.
     """
     check_block_model(model)
     before = count_parameters(model, trainable_only=True)
     chosen = select_blocks(model, interval, ids, adapter)
-    options = dict(init=tuple(init), detach_neighbors=detach_neighbors, convex=convex, adapter=adapter)
-    removed = added = 0
+    options = dict(
+        init=tuple(init), detach_neighbors=detach_neighbors, convex=convex, adapter=adapter, surrogate=surrogate
+    )
+    built = {}  # every block is built before any is swapped in, so an error leaves the model as it was
     for i in chosen:
-        target = model.blocks[i]
-        removed += sum(p.numel() for p in target.parameters() if p.requires_grad)
-        block = ReplacedBlock(model.blocks[i - 1], target, model.blocks[i + 1], **options)
+        try:
+            built[i] = ReplacedBlock(model.blocks[i - 1], model.blocks[i], model.blocks[i + 1], **options)
+        except ValueError as e:
+            raise ValueError(f"cannot replace block {i} ({model.block_info[i].name}): {e}") from None
+    removed = added = 0
+    for i, block in built.items():
+        removed += sum(p.numel() for p in model.blocks[i].parameters() if p.requires_grad)
         added += sum(p.numel() for p in block.parameters())
         model.blocks[i] = block
     report = ReplacementReport(
@@ -122,8 +135,14 @@ def apply_replacement(
 def export_model(model: nn.Module) -> nn.Module:
     """A plain copy of ``model`` with every replaced block materialised (spec §1.3 "Inference and export").
 
-    The copy holds no :class:`ReplacedBlock`; its ``state_dict`` keys equal the original model's,
-    so the checkpoint loads into a freshly built model without leanvision's method code, and its
-    outputs equal ``model``'s in eval mode. ``model`` itself is not changed.
+    The copy holds no :class:`ReplacedBlock`, and its outputs equal ``model``'s in eval mode.
+    ``model`` itself is not changed.
+
+    - ``surrogate="full"``: its ``state_dict`` keys equal the original model's, so the checkpoint
+      loads into a freshly built model without leanvision's method code.
+    - ``surrogate="lite"``: each replaced block becomes the lite block, a ``torch.fx.GraphModule`` of
+      plain torch layers with its own keys (``blocks.i.conv.weight``, ...). ``torch.save`` of the
+      whole exported model loads without leanvision's method code; a bare state_dict loads into
+      ``export_model`` of a model rebuilt with the same options (see :mod:`.lite`).
     """
     return materialize_replaced(copy.deepcopy(model))
