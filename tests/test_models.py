@@ -8,7 +8,7 @@ from leanvision.models import BlockModel, check_block_model, create_model, list_
 from leanvision.models.base import BlockInfo
 
 SMALL = [n for n in list_models() if n.startswith("resnet") and int(n[6:]) in (20, 32, 56, 110)] + [
-    "resnet18", "vit_tiny_patch4_32"]
+    "resnet18", "vit_tiny_patch4_32", "vit_mini_patch4_32"]
 
 
 def n_params(m: nn.Module) -> int:
@@ -29,6 +29,16 @@ def n_params(m: nn.Module) -> int:
 def test_parameter_counts_match_published_sizes(name, expected, tol):
     kwargs = {"num_classes": 10} if name in ("resnet32", "resnet110") else {}
     assert abs(n_params(create_model(name, **kwargs)) - expected) / expected < tol
+
+
+def test_vit_mini_parameter_count_by_hand():
+    d, depth, tokens, classes = 128, 6, 65, 10
+    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    stem = 3 * 4 * 4 * d + d + d + tokens * d  # patch conv, its bias, cls token, position embedding
+    head = 2 * d + d * classes + classes
+    model = create_model("vit_mini_patch4_32")
+    assert sum(p.numel() for p in model.parameters()) == depth * block + stem + head == 1_205_898
+    assert len(model.blocks) == depth
 
 
 def test_vit_base_block_has_the_spec_size():

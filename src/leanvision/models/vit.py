@@ -124,13 +124,22 @@ class VisionTransformer(BlockModel):
         self.head.fc = nn.Linear(self.num_features, num_classes)
 
 
-_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
+_SIZES = {
+    "mini": (128, 6, 4), "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)
+}
 
 
 def _vit(size: str, patch: int, image_size: int, num_classes: int, **kwargs) -> VisionTransformer:
     dim, depth, heads = _SIZES[size]
     args = dict(image_size=image_size, patch_size=patch, dim=dim, depth=depth, num_heads=heads)
     return VisionTransformer(**{**args, **kwargs}, num_classes=num_classes)
+
+
+@register_model
+def vit_mini_patch4_32(num_classes: int = 10, **kwargs) -> VisionTransformer:
+    """ViT-Mini (128 wide, 6 blocks, 4 heads), patch 4 on 32 px images: our size for CPU budgets
+    (about ResNet-32's FLOPs), not a published ViT."""
+    return _vit("mini", 4, 32, num_classes, **kwargs)
 
 
 @register_model
