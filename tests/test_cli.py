@@ -60,6 +60,28 @@ def test_bench_resource_rows_table_and_json(tmp_path):
     assert (out / "bench.png").stat().st_size > 1000
 
 
+def test_bench_interleaved_rounds_time_by_median_and_keep_memory_per_row(tmp_path, capsys):
+    rows = ["resnet20:e2e", "resnet20:greedy:modules=2"]
+    common = ["--batch-size", "4", "--device", "cpu"]
+    assert main(["bench", *rows, "--steps", "1", *common, "--out", str(tmp_path / "a"),
+                 "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["bench", *rows, "--steps", "2", "--rounds", "3", *common, "--out", str(tmp_path / "b"),
+                 "--json", str(tmp_path / "b.json")]) == 0
+    plain = json.loads((tmp_path / "a.json").read_text())["rows"]
+    rounds = json.loads((tmp_path / "b.json").read_text())["rows"]
+    for p, r in zip(plain, rounds):
+        times = r["ms_per_step_rounds"]
+        assert len(times) == 3 and r["time_rounds"] == 3
+        assert r["ms_per_step"] == sorted(times)[1]  # the median of three rounds
+        assert r["images_per_s"] == pytest.approx(4 * 1000 / r["ms_per_step"])
+        # memory is still measured row by row: the interleaved timing must not leak into it
+        assert r["peak_memory_bytes"] == p["peak_memory_bytes"]
+        assert r["activation_peak_bytes"] == p["activation_peak_bytes"]
+    assert rounds[1]["ms_per_step_vs_e2e"] == pytest.approx(rounds[1]["ms_per_step"] / rounds[0]["ms_per_step"])
+    assert main(["bench", *rows, "--epochs", "1", "--rounds", "2", "--data", "digits"]) == 2
+    assert "--rounds" in capsys.readouterr().err
+
+
 def test_bench_row_syntax_errors_are_clear(capsys):
     assert main(["bench", "resnet20", "--steps", "1"]) == 2
     assert "MODEL:METHOD" in capsys.readouterr().err

@@ -21,6 +21,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml; or 'overhead' to time the "
                    "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench")
     p.add_argument("--steps", type=int, help="resource-only rows: timed steps per row (after warm-up)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="resource rows: time in this many rounds with the rows taking turns (median per row), "
+                        "for machines shared with other work; memory is still measured row by row")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named, fixed recipe (e.g. cifar10-short)")
     p.add_argument("--data", help="dataset name or path for training rows")
     p.add_argument("--data-dir")
@@ -64,6 +67,8 @@ def cmd_bench(args) -> int:
     base = base_config(args, args.recipe)
     if not args.steps and args.epochs is None and not args.recipe:
         raise ConfigError("give --steps N (resource-only rows) or --epochs N / --recipe (training rows)")
+    if args.rounds < 1 or (args.rounds > 1 and not args.steps):
+        raise ConfigError(f"--rounds must be >= 1 and needs --steps (resource rows); got --rounds {args.rounds}")
     if base.device != "auto":
         device = torch.device(base.device)
     else:
@@ -74,7 +79,7 @@ def cmd_bench(args) -> int:
         done.append(r)
         print(f"  done: {r['model']}:{r['method']} {r.get('settings') or ''}", flush=True)
 
-    run_rows(rows, base, args.steps, args.out, device, on_row=show)
+    run_rows(rows, base, args.steps, args.out, device, on_row=show, rounds=args.rounds)
     command = "leanvision " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
     md = write_outputs(add_ratios(done), args.out, args.title, "leanvision bench " + command.split(" ", 1)[-1],
                        args.json)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from dataclasses import replace
 
@@ -20,13 +21,9 @@ def row_config(row: BenchRow, base: TrainConfig) -> TrainConfig:
     return replace(base, model=row.model, method=row.method, method_options=dict(row.options), **row.train)
 
 
-def measure_resources(row: BenchRow, base: TrainConfig, steps: int, device: torch.device,
-                      num_classes: int = 10, image_size: int | None = None) -> dict:
-    """Train ``steps`` steps on one fixed random batch and return the meter's figures.
-
-    The step is the trainer's own (:meth:`Trainer.train_step`), so bench and train measure the
-    same work: the method's passes, the optimizer step and any EMA update.
-    """
+def _build_row(row: BenchRow, base: TrainConfig, device: torch.device, num_classes: int, image_size: int | None,
+               tmp: str, **meter_phases) -> tuple[Trainer, object, int]:
+    """Model, method, optimizer and trainer of one resource row, plus its fixed random batch."""
     cfg = row_config(row, base)
     seed_everything(cfg.seed)
     model = create_model(cfg.model, num_classes=num_classes)
@@ -41,15 +38,60 @@ def measure_resources(row: BenchRow, base: TrainConfig, steps: int, device: torc
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (cfg.batch_size,), generator=g).to(device)
+    trainer = Trainer(method, opt, WarmupCosine(hp["lr"], 1, 0), [], evaluate=lambda m: {}, run_dir=tmp,
+                      epochs=1, config={}, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
+                      dist=DistInfo(), progress=False, **meter_phases)
+    method.train()
+
+    def step():
+        trainer.meter.measure(lambda: trainer.train_step(x, y), cfg.batch_size, opt)
+
+    return trainer, step, cfg.batch_size
+
+
+def measure_resources(row: BenchRow, base: TrainConfig, steps: int, device: torch.device,
+                      num_classes: int = 10, image_size: int | None = None) -> dict:
+    """Train ``steps`` steps on one fixed random batch and return the meter's figures.
+
+    The step is the trainer's own (:meth:`Trainer.train_step`), so bench and train measure the
+    same work: the method's passes, the optimizer step and any EMA update.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(method, opt, WarmupCosine(hp["lr"], 1, 0), [], evaluate=lambda m: {}, run_dir=tmp,
-                          epochs=1, config={}, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
-                          dist=DistInfo(), progress=False, meter_warmup=1, meter_track_steps=1)
-        method.train()
+        trainer, step, _ = _build_row(row, base, device, num_classes, image_size, tmp,
+                                      meter_warmup=1, meter_track_steps=1)
         for _ in range(trainer.meter.warmup + trainer.meter.track_steps + steps):
-            trainer.meter.measure(lambda: trainer.train_step(x, y), cfg.batch_size, opt)
-    stats = trainer.meter.stats().__dict__
-    return {"accuracy": None, **stats, "describe": method.describe()}
+            step()
+        stats = trainer.meter.stats().__dict__
+        return {"accuracy": None, **stats, "describe": trainer.method.describe()}
+
+
+def interleaved_times(rows: list[BenchRow], base: TrainConfig, steps: int, rounds: int, device: torch.device,
+                      num_classes: int = 10) -> list[dict]:
+    """Step time of every row, timed in ``rounds`` rounds of ``steps`` steps per row, the rows taking
+    turns (the order rotates each round) so that load changes on a shared machine hit all rows alike.
+
+    Returns per row the median over rounds of ms/step, the spread (min, max) and the per-round times.
+    All rows are alive at once: memory figures come from :func:`measure_resources`, not from here.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        built = [_build_row(row, base, device, num_classes, None, tmp, meter_warmup=0, meter_track_steps=0)
+                 for row in rows]
+        for _, step, _ in built:  # warm-up: lazy optimizer state, allocator, autotuning
+            step()
+        per_round: list[list[float]] = [[] for _ in rows]
+        for r in range(rounds):
+            order = [(r + i) % len(rows) for i in range(len(rows))]
+            for i in order:
+                trainer, step, _ = built[i]
+                before = trainer.meter.seconds
+                for _ in range(steps):
+                    step()
+                per_round[i].append(1000 * (trainer.meter.seconds - before) / steps)
+    out = []
+    for (_, _, batch), times in zip(built, per_round):
+        ms = statistics.median(times)
+        out.append({"ms_per_step": ms, "images_per_s": 1000 * batch / ms, "ms_per_step_rounds": times})
+    return out
 
 
 def train_row(row: BenchRow, base: TrainConfig, out_dir: str) -> dict:
@@ -63,13 +105,20 @@ def train_row(row: BenchRow, base: TrainConfig, out_dir: str) -> dict:
 
 
 def run_rows(rows: list[BenchRow], base: TrainConfig, steps: int | None, out_dir: str,
-             device: torch.device | None = None, on_row=None) -> list[dict]:
-    """Run every row; ``steps`` set -> resource-only rows, else real training for ``base.epochs``."""
+             device: torch.device | None = None, on_row=None, rounds: int = 1) -> list[dict]:
+    """Run every row; ``steps`` set -> resource-only rows, else real training for ``base.epochs``.
+
+    With ``rounds`` > 1 (resource rows), memory is measured row by row as usual and step time by
+    :func:`interleaved_times`.
+    """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    times = interleaved_times(rows, base, steps, rounds, device) if steps and rounds > 1 else None
     results = []
-    for row in rows:
+    for i, row in enumerate(rows):
         if steps:
-            r = measure_resources(row, base, steps, device)
+            r = measure_resources(row, base, 1 if times else steps, device)
+            if times:
+                r.update(times[i], time_rounds=rounds)
         else:
             r = train_row(row, base, out_dir)
         r = {"model": row.model, "method": row.method, "settings": row.settings, **r}
