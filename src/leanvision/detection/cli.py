@@ -45,7 +45,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if tname.startswith("bool"):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                            help={"gom": "GSO-YOLO: Global Optimization Module on/off",
-                                 "scm": "GSO-YOLO: Steady Capture Module on/off"}.get(f.name))
+                                 "scm": "GSO-YOLO: Steady Capture Module on/off",
+                                 "rect": "rectangular validation batches in aspect-ratio order, as YOLOv8's val "
+                                         "(default on; training batches stay square)"}.get(f.name))
         else:
             g.add_argument(flag, type=_TYPES.get(tname, str), default=None, choices=choices.get(f.name),
                            help=help_.get(f.name))
@@ -99,7 +101,8 @@ def cmd_val(args) -> int:
         raise ConfigError(f"{args.data}: {len(data_names)} classes, but {args.weights} was trained on {len(names)}")
     imgsz = args.imgsz or int(cfg.get("imgsz", 640))
     samples = splits.get(args.split) or splits["val"]
-    loader = build_detection_loader(samples, imgsz, args.batch, augment=False, workers=args.workers, distributed=False)
+    loader = build_detection_loader(samples, imgsz, args.batch, augment=False, workers=args.workers, distributed=False,
+                                    rect=args.rect)
     res = validate(model, loader, names, device, resolve_amp("auto", device), conf=args.conf, iou=args.iou,
                    progress=True)
     print(format_results(res))
@@ -167,6 +170,9 @@ def add_detect_parser(sub) -> None:
     v.add_argument("--split", default="val", help="val (default) or train")
     v.add_argument("--imgsz", type=int, help="default: the training size")
     v.add_argument("--batch", type=int, default=16)
+    v.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
+                   help="rectangular batches: images in aspect-ratio order, each batch letterboxed to one stride-32 "
+                        "shape with a half-stride border, as YOLOv8's val (default on; --no-rect: squares of imgsz)")
     v.add_argument("--conf", type=float, default=0.001)
     v.add_argument("--iou", type=float, default=0.7)
     v.add_argument("--device", default="auto")

@@ -60,6 +60,7 @@ class DetectConfig:
     seed: int = 0
     steps_per_epoch: int | None = None  # cap on batches per epoch (smoke runs)
     val: bool = True  # validate every epoch (False: only at the end)
+    rect: bool = True  # rectangular validation batches (YOLOv8's val); training batches stay square
     # output
     project: str = "runs/detect"  # runs are written to project/name
     name: str | None = None  # default "train"; an existing folder gets a number (train2, train3, ...)

@@ -2,16 +2,18 @@
 
 One item is ``(image, target)``:
 
-* ``image``: uint8 tensor (3, imgsz, imgsz), RGB. Training and validation both use square
-  inputs (validation letterboxes to a square; rectangular stride-32 batches are not built here,
-  which costs some padding compute but never changes where a box lands).
+* ``image``: uint8 tensor (3, H, W), RGB. Training uses square (imgsz, imgsz) inputs. Validation
+  letterboxes to a square, or with ``rect=True`` (YOLOv8's validation) to one stride-32 shape per
+  batch: items are then served in aspect-ratio order (see :func:`rect_batch_shapes`), so a batch
+  holds similar images and little padding.
 * ``target``: ``{"cls": int64 [n], "boxes": float32 [n, 4] xyxy in input pixels, "im_file": str,
+  "image_id": int (1 + the sample's position in ``samples``, whatever order it is served in),
   "ori_shape": (h, w), "ratio_pad": ((r, r), (padw, padh)) or None}``. ``ratio_pad`` maps input
   pixels back to the original image (``x_orig = (x - padw) / r``, see
   :func:`augment.scale_boxes_to_original`); it is None for mosaic images, which have no original.
 
 :func:`collate_fn` stacks images to uint8 (B, 3, H, W) and flattens targets to
-``{"img_idx": int64 [N], "cls": int64 [N], "boxes": float32 [N, 4], "im_file": [B],
+``{"img_idx": int64 [N], "cls": int64 [N], "boxes": float32 [N, 4], "im_file": [B], "image_id": [B],
 "ori_shape": [B], "ratio_pad": [B]}``.
 
 Determinism: each item draws from ``np.random.default_rng((seed, epoch, index))``, so results do
@@ -38,6 +40,34 @@ def load_rgb(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def rect_batch_shapes(shapes: Sequence[tuple[int, int]], imgsz: int, batch_size: int, stride: int = 32,
+                      pad: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """YOLOv8's rectangular validation batches: sort images by aspect ratio, one input shape per batch.
+
+    Images are sorted by h/w. A batch whose images are all wider than tall (largest h/w ``maxi`` < 1) gets
+    (h, w) = (maxi, 1) · imgsz, one whose images are all taller (smallest h/w ``mini`` > 1) gets (1, 1/mini) ·
+    imgsz, a mixed batch a square; each side is then rounded up to ``ceil(side / stride + pad) · stride``. With
+    pad 0.5 there is always a border of at least stride/2 (a square batch at 640 is 672 x 672), as in YOLOv8.
+
+    Args:
+        shapes: (h, w) of each original image.
+
+    Returns:
+        (order: the sample index served at each position, (n_batches, 2) int64 array of (h, w) per batch).
+    """
+    hw = np.asarray(shapes, np.float64).reshape(-1, 2)
+    order = np.argsort(hw[:, 0] / hw[:, 1], kind="stable")
+    ar = (hw[:, 0] / hw[:, 1])[order]
+    rel = np.ones(((len(ar) + batch_size - 1) // batch_size, 2))
+    for b in range(len(rel)):
+        a = ar[b * batch_size : (b + 1) * batch_size]
+        if a.max() < 1:
+            rel[b] = (a.max(), 1)
+        elif a.min() > 1:
+            rel[b] = (1, 1 / a.min())
+    return order, np.ceil(rel * imgsz / stride + pad).astype(np.int64) * stride
+
+
 class DetectionDataset(Dataset):
     """Detection samples -> augmented, letterboxed tensors.
 
@@ -50,6 +80,9 @@ class DetectionDataset(Dataset):
         mosaic_p, degrees, translate, scale, shear, perspective, hsv_h, hsv_s, hsv_v, fliplr:
             YOLOv8 default hyperparameters (spec §5.6).
         seed: base seed of the per-item random generators.
+        rect: validation only (``augment=False``): serve items in aspect-ratio order, each letterboxed to its
+            batch's shape from :func:`rect_batch_shapes` (``batch_size``, ``stride``). The loader must read
+            them in order, ``batch_size`` at a time (:func:`build_detection_loader` does).
     """
 
     def __init__(
@@ -69,7 +102,12 @@ class DetectionDataset(Dataset):
         hsv_v: float = 0.4,
         fliplr: float = 0.5,
         seed: int = 0,
+        rect: bool = False,
+        batch_size: int = 16,
+        stride: int = 32,
     ):
+        if rect and augment:
+            raise ValueError("rect batches are for validation; build the dataset with augment=False or rect=False")
         self.samples = list(samples)
         self.imgsz = int(imgsz)
         self.augment = augment
@@ -80,6 +118,11 @@ class DetectionDataset(Dataset):
         self.fliplr = fliplr
         self.seed = int(seed)
         self.epoch = 0
+        self.rect, self.batch_size = rect, int(batch_size)
+        self.order, self.batch_shapes = np.arange(len(self.samples)), None
+        if rect:
+            self.order, self.batch_shapes = rect_batch_shapes([s["shape"] for s in self.samples], self.imgsz,
+                                                              self.batch_size, stride)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -100,6 +143,8 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int):
         rng = np.random.default_rng((self.seed, self.epoch, index))
+        shape = self.imgsz if self.batch_shapes is None else tuple(self.batch_shapes[index // self.batch_size].tolist())
+        index = int(self.order[index])  # served position -> sample (they differ only with rect)
         s = self.samples[index]
         ratio_pad = None
         if self.augment and self.mosaic and rng.random() < self.mosaic_p:
@@ -110,7 +155,7 @@ class DetectionDataset(Dataset):
             img, boxes, cls = random_affine(img, boxes, cls, rng, border=(b, b), **self.affine)
         else:
             img, boxes, cls, r0 = self.load(index)
-            img, r, pad = letterbox(img, self.imgsz, scaleup=self.augment)
+            img, r, pad = letterbox(img, shape, scaleup=self.augment)
             boxes = apply_ratio_pad(boxes, r, pad)
             ratio_pad = ((r0 * r, r0 * r), pad)
             if self.augment:
@@ -124,6 +169,7 @@ class DetectionDataset(Dataset):
             "cls": torch.from_numpy(np.ascontiguousarray(cls, np.int64)),
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)).reshape(-1, 4),
             "im_file": s["im_file"],
+            "image_id": index + 1,
             "ori_shape": tuple(s["shape"]),
             "ratio_pad": ratio_pad,
         }
@@ -141,6 +187,7 @@ def collate_fn(items):
         "cls": torch.cat([t["cls"] for t in targets]) if targets else torch.zeros(0, dtype=torch.long),
         "boxes": torch.cat([t["boxes"] for t in targets]).reshape(-1, 4) if targets else torch.zeros(0, 4),
         "im_file": [t["im_file"] for t in targets],
+        "image_id": [t["image_id"] for t in targets],
         "ori_shape": [t["ori_shape"] for t in targets],
         "ratio_pad": [t["ratio_pad"] for t in targets],
     }
@@ -158,6 +205,7 @@ def build_detection_loader(
     distributed: bool | None = None,
     drop_last: bool = False,
     pin_memory: bool = False,
+    rect: bool = False,
     **dataset_kwargs,
 ) -> DataLoader:
     """DataLoader over a :class:`DetectionDataset` (built from ``samples`` unless one is given).
@@ -167,16 +215,22 @@ def build_detection_loader(
         distributed: use a DistributedSampler; default when torch.distributed is initialised.
             ``batch_size`` is per process.
         seed: seeds both the sampler order and the augmentations.
+        rect: rectangular validation batches (YOLOv8's val); needs ``augment=False`` and an unshuffled,
+            single-process sampler, since every batch must be the ``batch_size`` items sharing one shape.
         dataset_kwargs: passed to :class:`DetectionDataset` (mosaic, hsv_h, ...).
     """
     ds = (
         samples
         if isinstance(samples, DetectionDataset)
-        else DetectionDataset(samples, imgsz=imgsz, augment=augment, seed=seed, **dataset_kwargs)
+        else DetectionDataset(samples, imgsz=imgsz, augment=augment, seed=seed, rect=rect, batch_size=batch_size,
+                              **dataset_kwargs)
     )
     shuffle = ds.augment if shuffle is None else shuffle
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if ds.rect and (shuffle or distributed or ds.batch_size != batch_size):
+        raise ValueError("rect batches need the dataset's batch size, in order, in one process; pass shuffle=False "
+                         "and distributed=False (rect is for validation)")
     if distributed:
         sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
     elif shuffle:

@@ -55,7 +55,7 @@ def plot_val_batch(predictions: Sequence[dict], names: Sequence[str], out: str |
         d = p["pred"]
         d = d[d[:, 4] > conf]
         tiles.append(draw_boxes(p["image"], d[:, :4], d[:, 5].long(), d[:, 4], names))
-    w, h = tiles[0].size
+    w, h = max(t.size[0] for t in tiles), max(t.size[1] for t in tiles)  # rect val batches differ in shape
     rows = math.ceil(len(tiles) / cols)
     sheet = Image.new("RGB", (w * min(cols, len(tiles)), h * rows), (114, 114, 114))
     for i, t in enumerate(tiles):

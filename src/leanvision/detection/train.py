@@ -163,7 +163,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
                                           workers=workers, seed=cfg.seed, drop_last=False,
                                           pin_memory=device.type == "cuda", **aug)
     val_loader = build_detection_loader(splits["val"], cfg.imgsz, per_rank * 2, augment=False, workers=workers,
-                                        distributed=False)
+                                        distributed=False, rect=cfg.rect)
 
     spec = detector_spec(cfg.model, names, overrides)
     model = build_detector(spec)

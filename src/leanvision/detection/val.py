@@ -1,8 +1,10 @@
 """Validation of a detector (NMS + COCO mAP via faster-coco-eval) and loading detector checkpoints.
 
-:func:`validate` runs a model over a loader of letterboxed images, maps the detections and the ground
-truth back to original-image pixels (so the numbers do not depend on the input size's padding), and
-returns P, R (at the best-F1 confidence), mAP50, mAP50-95, per-class rows and the speed per image.
+:func:`validate` runs a model over a loader of letterboxed images (square, or YOLOv8's rectangular
+batches in aspect-ratio order; the batch's ``image_id`` keeps each result on its image), maps the
+detections and the ground truth back to original-image pixels (so the numbers do not depend on the
+input size's padding), and returns P, R (at the best-F1 confidence), mAP50, mAP50-95, per-class rows
+and the speed per image.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def validate(
             m = batch["img_idx"] == i
             gts.append({"cls": batch["cls"][m], "boxes": to_original(batch["boxes"][m].float(), rp, shape)})
             out.append(d)
-        ev.update(out, gts, image_ids=range(seen + 1, seen + 1 + len(dets)), shapes=batch["ori_shape"])
+        ids = batch.get("image_id") or range(seen + 1, seen + 1 + len(dets))  # the dataset's ids survive rect order
+        ev.update(out, gts, image_ids=ids, shapes=batch["ori_shape"])
         seen += len(dets)
     # no ev.gather(): under DDP only rank 0 validates, on the whole val set (the trainer's contract)
     res = ev.compute()
