@@ -31,6 +31,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "patience": "early stop after N epochs without a better mAP50-95 (default 100)",
         "nbs": "nominal batch: gradients accumulate over round(nbs/batch) batches (default 64)",
         "close_mosaic": "turn mosaic off for the last N epochs (default 10)",
+        "warmup_min_iters": "at least this many warm-up iterations: 100 (original YOLOv8, default) or 0 (8.4)",
         "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
     }
     choices = {"box_loss": ["ciou", "eiou", "aiou", "diou", "giou", "iou"], "amp": ["auto", "none", "bf16", "fp16"],

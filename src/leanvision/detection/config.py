@@ -32,7 +32,8 @@ class DetectConfig:
     lrf: float = 0.01  # final LR = lr0 · lrf (linear decay)
     momentum: float = 0.937
     weight_decay: float = 5e-4  # scaled by batch · accumulate / nbs; never on biases or norm weights
-    warmup_epochs: float = 3.0  # at least 100 iterations (original YOLOv8)
+    warmup_epochs: float = 3.0  # at least warmup_min_iters iterations
+    warmup_min_iters: int = 100  # floor on warm-up iterations: 100 in original YOLOv8, 0 in ultralytics 8.4
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.1
     # loss gains

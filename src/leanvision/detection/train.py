@@ -178,7 +178,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     weight_decay = cfg.weight_decay * cfg.batch * accumulate / cfg.nbs  # v8's scaling to the nominal batch
     optimizer = torch.optim.SGD(method.param_groups(weight_decay), lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
     schedule = YoloSchedule(cfg.lr0, cfg.lrf, cfg.epochs, cfg.warmup_epochs, cfg.warmup_momentum, cfg.momentum,
-                            cfg.warmup_bias_lr)
+                            cfg.warmup_bias_lr, cfg.warmup_min_iters)
 
     def on_epoch_start(epoch: int) -> None:
         set_loader_epoch(train_loader, epoch)
