@@ -1,0 +1,253 @@
+"""Dev only: leanvision's YOLOv8n trainer against the reference implementation (ultralytics) on one dataset.
+
+ultralytics is never a dependency of leanvision (AGPL-3.0); it lives in its own virtualenv outside the repo::
+
+    python3 -m venv /work/ultra-venv
+    /work/ultra-venv/bin/pip install -c requirements-lock.txt torch torchvision   # the same local torch wheels
+    /work/ultra-venv/bin/pip install -c requirements-lock.txt ultralytics         # 8.4.190 when this was written
+
+    .venv/bin/python scripts/compare_ultralytics.py --ultra-python /work/ultra-venv/bin/python
+
+What it does, one implementation after the other (never in parallel), each in its own process with one
+intra-op thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1)) and no loader workers (ultralytics forces
+workers=0 on CPU, so leanvision gets 0 too):
+
+1. ``leanvision detect synth``: one synthetic YOLO-format dataset (train/val split) that both read.
+2. Train yolov8n from scratch with the same settings: imgsz, batch, epochs, SGD (lr0, momentum, weight decay,
+   nbs), warm-up (epochs, momentum, bias LR; no 100-iteration floor, as ultralytics 8.4), augmentation switches
+   (mosaic, close_mosaic, HSV, fliplr, translate, scale), seed; ultralytics runs offline (YOLO_OFFLINE=1, built
+   from yolov8n.yaml, pretrained=False, plots=False, amp=False).
+3. Each implementation's own validation of its best.pt on the same val split (rectangular batches in both),
+   timed end to end (data loading included), at the training size and, with --val-imgsz2, at a second size.
+
+Train images/s = train images x epochs / summed time of the training loops (data loading included,
+validation excluded). Peak memory is the peak RSS of each training process (os.wait4), so it includes each
+library's imports (ultralytics also loads cv2, matplotlib, polars). GFLOPs: torch's FlopCounterMode on one
+forward at 640 for both (ultralytics' own thop figure in brackets). Writes OUT/compare.md and OUT/compare.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# runs inside leanvision's venv: train, then print a JSON line
+LV_TRAIN = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from leanvision.detection.config import DetectConfig
+from leanvision.detection.train import train_detector
+res = train_detector(DetectConfig(**json.loads(sys.argv[1])))
+print("RESULT " + json.dumps({"run_dir": res["run_dir"], "best_epoch": res["best_epoch"]}))
+"""
+
+LV_VAL = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from leanvision.detection.det_dataset import build_detection_loader
+from leanvision.detection.train import load_detection_data
+from leanvision.detection.val import load_detector, validate
+from leanvision.engine.meter import count_parameters
+from leanvision.models.yolo import model_gflops
+a = json.loads(sys.argv[1])
+model, cfg = load_detector(a["weights"])
+splits, names = load_detection_data(a["data"])
+t = time.perf_counter()
+loader = build_detection_loader(splits["val"], a["imgsz"], a["batch"], workers=0, distributed=False, rect=a["rect"])
+r = validate(model, loader, names)
+wall = time.perf_counter() - t
+print("RESULT " + json.dumps({"images": r["images"], "val_s": wall, "P": r["precision"], "R": r["recall"],
+                              "mAP50": r["map50"], "mAP50-95": r["map"], "params": count_parameters(model),
+                              "gflops640": model_gflops(model, 640)}))
+"""
+
+# runs inside the ultralytics venv
+ULTRA_TRAIN = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from ultralytics import YOLO
+a = json.loads(sys.argv[1])
+model, clock = YOLO("yolov8n.yaml"), {"train_s": 0.0}
+def one_thread(trainer):  # select_device() resets torch's threads to min(8, cores - 1)
+    torch.set_num_threads(1)
+def epoch_start(trainer):
+    clock["t"] = time.perf_counter()
+def epoch_end(trainer):  # fires after the batch loop, before validation
+    clock["train_s"] += time.perf_counter() - clock["t"]
+model.add_callback("on_pretrain_routine_end", one_thread)
+model.add_callback("on_train_epoch_start", epoch_start)
+model.add_callback("on_train_epoch_end", epoch_end)
+model.train(**a)
+print("RESULT " + json.dumps({"train_s": clock["train_s"], "threads": torch.get_num_threads(),
+                              "save_dir": str(model.trainer.save_dir)}))
+"""
+
+ULTRA_VAL = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from torch.utils.flop_counter import FlopCounterMode
+from ultralytics import YOLO
+a = json.loads(sys.argv[1])
+model, n_images = YOLO(a.pop("weights")), a.pop("n_images")
+net = model.model.float().eval()  # unfused, as leanvision counts
+params = sum(p.numel() for p in net.parameters())
+with FlopCounterMode(display=False) as fc, torch.no_grad():
+    net(torch.zeros(1, 3, 640, 640))
+gflops = model.info(verbose=True)[3]  # ultralytics' own (thop) figure
+t = time.perf_counter()
+m = model.val(**a)
+wall = time.perf_counter() - t
+print("RESULT " + json.dumps({"images": n_images, "val_s": wall,
+                              "P": m.box.mp, "R": m.box.mr, "mAP50": m.box.map50, "mAP50-95": m.box.map,
+                              "params": params, "gflops640": fc.get_total_flops() / 1e9, "thop_gflops640": gflops,
+                              "speed_ms": m.speed}))
+"""
+
+
+def run(python: str, code: str, args: dict, log: Path) -> tuple[dict, float, float]:
+    """Run ``code`` in a fresh process; returns (its RESULT json, wall seconds, peak RSS in MB)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "YOLO_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT / "src")}
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        p = subprocess.Popen([python, "-c", code, json.dumps(args)], stdout=f, stderr=subprocess.STDOUT, env=env,
+                             cwd=log.parent)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t
+    lines = [s for s in log.read_text(errors="replace").splitlines() if s.startswith("RESULT ")]
+    if p.returncode or not lines:
+        raise SystemExit(f"{python} failed (exit {p.returncode}); see {log}")
+    return json.loads(lines[-1][7:]), wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ultra-python", default="/work/ultra-venv/bin/python", help="python of the ultralytics venv")
+    ap.add_argument("--out", default="/tmp/compare_ultralytics", help="data, runs and the report (not in the repo)")
+    ap.add_argument("--images", type=int, default=250, help="synthetic images (20 %% val)")
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--nbs", type=int, default=8, help="nominal batch (nbs = batch: one optimizer step per batch)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--close-mosaic", type=int, default=3)
+    ap.add_argument("--val-imgsz2", type=int, default=640, help="also time val at this size (0: skip)")
+    ap.add_argument("--only", choices=["leanvision", "ultralytics"], help="run one side (the other's json is reused)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lv_python = sys.executable
+
+    data = out / "data" / "data.yaml"
+    if not data.is_file():
+        subprocess.run([lv_python, "-m", "leanvision", "detect", "synth", "--out", str(data.parent), "--images",
+                        str(args.images), "--imgsz", str(args.imgsz), "--seed", "0", "--val-fraction", "0.2"],
+                       check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    n_train = len(list((data.parent / "images" / "train").iterdir()))
+    n_val = len(list((data.parent / "images" / "val").iterdir()))
+
+    common = dict(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, nbs=args.nbs, lr0=0.01, lrf=0.01,
+                  momentum=0.937, weight_decay=5e-4, warmup_epochs=3.0, warmup_momentum=0.8, warmup_bias_lr=0.1,
+                  mosaic=1.0, close_mosaic=args.close_mosaic, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, fliplr=0.5,
+                  degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0, seed=0, workers=0)
+    results = json.loads((out / "compare.json").read_text()) if (out / "compare.json").is_file() else {}
+    sizes = [args.imgsz] + ([args.val_imgsz2] if args.val_imgsz2 else [])
+
+    if args.only in (None, "leanvision"):
+        print("leanvision: training ...", flush=True)
+        cfg = dict(common, model="yolov8n", data=str(data), warmup_min_iters=0, device="cpu", amp="none",
+                   project=str(out / "lv_runs"), name="train", overwrite=True, plots=False, progress=False)
+        res, wall, rss = run(lv_python, LV_TRAIN, cfg, out / "leanvision_train.log")
+        rows = list(csv.DictReader(open(Path(res["run_dir"]) / "metrics.csv")))
+        lv = {"train_s": sum(float(r["epoch_s"]) for r in rows), "train_wall_s": wall, "peak_rss_mb": rss}
+        weights = str(Path(res["run_dir"]) / "best.pt")
+        for sz in sizes:
+            for rect in (True, False) if sz == args.imgsz else (True,):
+                key = f"val{sz}" + ("" if rect else "_square")
+                print(f"leanvision: {key} ...", flush=True)
+                v, _, _ = run(lv_python, LV_VAL, dict(weights=weights, data=str(data), imgsz=sz, batch=args.batch * 2,
+                                                      rect=rect), out / f"leanvision_{key}.log")
+                lv[key] = v
+        results["leanvision"] = lv
+        (out / "compare.json").write_text(json.dumps(results, indent=2))
+
+    if args.only in (None, "ultralytics"):
+        print("ultralytics: training ...", flush=True)
+        cfg = dict(common, data=str(data), optimizer="SGD", device="cpu", amp=False,
+                   plots=False, pretrained=False, deterministic=True, mixup=0.0, cutmix=0.0, copy_paste=0.0,
+                   flipud=0.0, project=str(out / "ultra_runs"), name="train", exist_ok=True, verbose=False)
+        res, wall, rss = run(args.ultra_python, ULTRA_TRAIN, cfg, out / "ultralytics_train.log")
+        ul = {"train_s": res["train_s"], "train_wall_s": wall, "peak_rss_mb": rss, "threads": res["threads"]}
+        weights = str(Path(res["save_dir"]) / "weights" / "best.pt")
+        for sz in sizes:
+            print(f"ultralytics: val at {sz} ...", flush=True)
+            v, _, _ = run(args.ultra_python, ULTRA_VAL, dict(weights=weights, data=str(data), imgsz=sz,
+                                                             batch=args.batch * 2, device="cpu", workers=0, plots=False,
+                                                             verbose=False, project=str(out / "ultra_runs"),
+                                                             name=f"val{sz}", exist_ok=True, n_images=n_val),
+                          out / f"ultralytics_val{sz}.log")
+            ul[f"val{sz}"] = v
+        results["ultralytics"] = ul
+        (out / "compare.json").write_text(json.dumps(results, indent=2))
+
+    results["env"] = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+                      "cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+                      "train_images": n_train, "val_images": n_val, **{k: v for k, v in common.items()}}
+    (out / "compare.json").write_text(json.dumps(results, indent=2))
+    md = render(results, args.imgsz, sizes)
+    (out / "compare.md").write_text(md)
+    print(md)
+
+
+def render(results: dict, imgsz: int, sizes: list[int]) -> str:
+    env = results["env"]
+    sides = [s for s in ("leanvision", "ultralytics") if s in results]
+
+    def cell(side: str, key: str, fmt: str) -> str:
+        v = results[side]
+        for k in key.split("/"):
+            v = v.get(k) if isinstance(v, dict) else None
+        return "–" if v is None else format(v, fmt)
+
+    epochs, n_train = env["epochs"], env["train_images"]
+    lines = [f"| metric | {' | '.join(sides)} |", "| --- |" + " --- |" * len(sides)]
+
+    def row(name: str, fn) -> None:
+        lines.append(f"| {name} | " + " | ".join(fn(s) for s in sides) + " |")
+
+    row("train images/s (training loops, data included)", lambda s: f"{n_train * epochs / results[s]['train_s']:.2f}")
+    row("train wall (min, incl. per-epoch val + checkpoints)", lambda s: f"{results[s]['train_wall_s'] / 60:.1f}")
+    row("peak RSS of the training process (MB)", lambda s: f"{results[s]['peak_rss_mb']:.0f}")
+    for sz in sizes:
+        key = f"val{sz}"
+        row(f"val images/s at {sz} (rect, end to end)",
+            lambda s, k=key: f"{results[s][k]['images'] / results[s][k]['val_s']:.1f}" if k in results[s] else "–")
+    for m in ("P", "R", "mAP50", "mAP50-95"):
+        row(f"{m} (own val of best.pt, {imgsz}, rect)", lambda s, m=m: cell(s, f"val{imgsz}/{m}", ".3f"))
+    for m in ("mAP50", "mAP50-95"):
+        row(f"{m} with square val batches ({imgsz})", lambda s, m=m: cell(s, f"val{imgsz}_square/{m}", ".3f"))
+    row("parameters", lambda s: cell(s, f"val{imgsz}/params", ","))
+    row("GFLOPs at 640 (FlopCounterMode; ultralytics' thop figure)",
+        lambda s: cell(s, f"val{imgsz}/gflops640", ".2f") + (f" ({cell(s, f'val{imgsz}/thop_gflops640', '.1f')})"
+                                                            if s == "ultralytics" else ""))
+    head = (f"yolov8n from scratch on {n_train} train / {env['val_images']} val synthetic images "
+            f"(`leanvision detect synth`), imgsz {imgsz}, batch {env['batch']} (nbs {env['nbs']}), {epochs} epochs, "
+            f"SGD lr0 {env['lr0']} momentum {env['momentum']} wd {env['weight_decay']}, warm-up "
+            f"{env['warmup_epochs']} epochs, mosaic {env['mosaic']} (off for the last {env['close_mosaic']}), "
+            f"seed {env['seed']}; one intra-op thread, workers 0, one implementation at a time; "
+            f"{env['date']}, {env['cpus']} CPUs (shared), load average {env['load_avg_1m_at_end']} at the end.")
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
