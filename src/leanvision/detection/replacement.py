@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
 from ..engine.meter import count_parameters
 from ..methods.replacement import ReplacedBlock, export_model, replace_module
 from ..methods.replacement.block import shape_mismatch
+from ..methods.replacement.transform import SavingsReport
 from ..models.yolo import C2f, DetectionModel
 
 log = logging.getLogger("leanvision.detection.replacement")
@@ -90,37 +91,25 @@ def detector_candidates(model: DetectionModel, adapter: bool = False) -> list[tu
 
 
 @dataclass
-class DetectorReplacementReport:
-    """What :func:`apply_detector_replacement` did.
+class DetectorReplacementReport(SavingsReport):
+    """What :func:`apply_detector_replacement` did: the :class:`SavingsReport` figures (options:
+    interval, adapter and the fusion options, what :func:`load_replaced_state` needs) and
 
     Attributes:
         replaced: "row.m.index" names of the replaced Bottlenecks (state_dict prefixes under ``model.``).
         candidates: eligible Bottlenecks before selection.
         bottlenecks: Bottlenecks in the backbone.
-        trainable_before / trainable_after: trainable parameter elements, each tensor once (spec §3.3).
-        removed: weights the replaced Bottlenecks no longer hold. added: learnable scalars added.
-        options: interval, adapter and the fusion options (what :func:`load_replaced_state` needs).
     """
 
     replaced: list[str]
     candidates: list[str]
     bottlenecks: int
-    trainable_before: int
-    trainable_after: int
-    removed: int
-    added: int
-    options: dict = field(default_factory=dict)
-
-    @property
-    def reduction(self) -> float:
-        return 1 - self.trainable_after / self.trainable_before if self.trainable_before else 0.0
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
         return (f"Replacement Learning (detector backbone; {opts}): {len(self.replaced)}/{self.bottlenecks} "
                 f"Bottlenecks replaced ({len(self.candidates)} eligible): {', '.join(self.replaced)}\n"
-                f"trainable parameters: {self.trainable_before:,} -> {self.trainable_after:,} "
-                f"(-{self.removed:,} block weights, +{self.added} scalars; {100 * self.reduction:.1f}% fewer)")
+                f"{self.savings()}")
 
 
 def _select(model: DetectionModel, interval: int | None, ids: Iterable[str] | None, adapter: bool) -> list[int]:

@@ -21,23 +21,18 @@ from .select import select_blocks
 log = logging.getLogger("leanvision.replacement")
 
 
-@dataclass
-class ReplacementReport:
-    """What :func:`apply_replacement` did.
+@dataclass(kw_only=True)
+class SavingsReport:
+    """Trainable-parameter arithmetic of a replacement (spec §3.3), shared by the block-list and
+    detector reports.
 
     Attributes:
-        replaced: (position in ``model.blocks``, "s.l" name) of every replaced block.
-        total_blocks: length of ``model.blocks``.
-        interval: k when selected by interval, None for an explicit list.
-        trainable_before / trainable_after: trainable parameter elements, each tensor once (spec §3.3).
+        trainable_before / trainable_after: trainable parameter elements, each tensor once.
         removed: parameter elements the replaced blocks no longer hold.
         added: learnable scalars added (2 per block, 1 with ``convex``).
-        options: the fusion options used.
+        options: the options used.
     """
 
-    replaced: list[tuple[int, str]]
-    total_blocks: int
-    interval: int | None
     trainable_before: int
     trainable_after: int
     removed: int
@@ -45,13 +40,32 @@ class ReplacementReport:
     options: dict = field(default_factory=dict)
 
     @property
-    def names(self) -> list[str]:
-        return [name for _, name in self.replaced]
-
-    @property
     def reduction(self) -> float:
         """Fraction of trainable parameters removed."""
         return 1 - self.trainable_after / self.trainable_before if self.trainable_before else 0.0
+
+    def savings(self) -> str:
+        return (f"trainable parameters: {self.trainable_before:,} -> {self.trainable_after:,} "
+                f"(-{self.removed:,} block weights, +{self.added} scalars; {100 * self.reduction:.1f}% fewer)")
+
+
+@dataclass
+class ReplacementReport(SavingsReport):
+    """What :func:`apply_replacement` did: the :class:`SavingsReport` figures and
+
+    Attributes:
+        replaced: (position in ``model.blocks``, "s.l" name) of every replaced block.
+        total_blocks: length of ``model.blocks``.
+        interval: k when selected by interval, None for an explicit list.
+    """
+
+    replaced: list[tuple[int, str]]
+    total_blocks: int
+    interval: int | None
+
+    @property
+    def names(self) -> list[str]:
+        return [name for _, name in self.replaced]
 
     def __str__(self) -> str:
         how = f"interval {self.interval}" if self.interval is not None else "explicit list"
@@ -59,9 +73,7 @@ class ReplacementReport:
         blocks = ", ".join(f"{name} (#{i})" for i, name in self.replaced) or "none"
         return (
             f"Replacement Learning: {len(self.replaced)}/{self.total_blocks} blocks replaced "
-            f"({how}; {opts}): {blocks}\n"
-            f"trainable parameters: {self.trainable_before:,} -> {self.trainable_after:,} "
-            f"(-{self.removed:,} block weights, +{self.added} scalars; {100 * self.reduction:.1f}% fewer)"
+            f"({how}; {opts}): {blocks}\n{self.savings()}"
         )
 
 
