@@ -9,6 +9,7 @@ and the speed per image.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint
 from ..engine.trainer import autocast
-from ..models.yolo import DetectionModel, create_detector
+from ..models.yolo import Conv, DetectionModel, create_detector
 from .augment import scale_boxes_to_original
 from .evaluate import DetectionEvaluator
 from .postprocess import VAL_SETTINGS, non_max_suppression
@@ -35,6 +36,22 @@ def to_original(boxes: torch.Tensor, ratio_pad, ori_shape) -> torch.Tensor:
     return boxes if ratio_pad is None else scale_boxes_to_original(boxes, ratio_pad, ori_shape)
 
 
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with each Conv's BatchNorm folded into its convolution.
+
+    As the reference fuses before validating: one op and one pass over the activations less per layer (about a
+    quarter of CPU inference time at 640); outputs equal the unfused model's up to float rounding. The caller's
+    model is not touched.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for m in fused.modules():
+        if isinstance(m, Conv) and isinstance(m.bn, nn.BatchNorm2d):
+            m.conv, m.bn = fuse_conv_bn_eval(m.conv, m.bn), nn.Identity()
+    return fused
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -48,16 +65,18 @@ def validate(
     eval_max_det: int = 100,
     progress: bool = False,
     keep_predictions: int = 0,
+    fuse: bool = True,
 ) -> dict:
     """Evaluate ``model`` on ``loader`` (batches from :func:`~leanvision.detection.det_dataset.collate_fn`).
 
     Args:
-        model: a detector; put in eval mode here (its mode is restored afterwards).
+        model: a detector; evaluated in eval mode (its own mode is restored afterwards).
         names: class names, index = class id.
         amp: none | bf16 | fp16 autocast for the forward pass.
         conf, iou, max_det: NMS settings (YOLOv8 validation: 0.001, 0.7, 300; multi-label).
         eval_max_det: detections per image the COCO evaluator counts (COCO standard: 100).
         keep_predictions: also return the first N images' detections (input pixels) for plots.
+        fuse: run a copy with BatchNorm folded into the convolutions (:func:`fuse_conv_bn`).
 
     Returns:
         ``{"precision", "recall", "map50", "map", "fitness" (= mAP50-95), "per_class": [...], "images",
@@ -66,6 +85,7 @@ def validate(
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    net = fuse_conv_bn(model) if fuse else model
     ev = DetectionEvaluator(names, max_det=eval_max_det)
     t = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
     seen, kept = 0, []
@@ -79,7 +99,7 @@ def validate(
         _sync(device)
         t1 = time.perf_counter()
         with autocast(device, amp):
-            preds = model(x)  # (B, 4 + nc, A)
+            preds = net(x)  # (B, 4 + nc, A)
         _sync(device)
         t2 = time.perf_counter()
         dets = non_max_suppression(preds.float(), conf=conf, iou=iou, multi_label=True, max_det=max_det)
