@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--close-mosaic", type=int, default=3)
     ap.add_argument("--val-imgsz2", type=int, default=640, help="also time val at this size (0: skip)")
     ap.add_argument("--only", choices=["leanvision", "ultralytics"], help="run one side (the other's json is reused)")
+    ap.add_argument("--val-only", action="store_true", help="re-measure validation of the runs already in OUT")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,10 +168,14 @@ def main() -> None:
         print("leanvision: training ...", flush=True)
         cfg = dict(common, model="yolov8n", data=str(data), warmup_min_iters=0, device="cpu", amp="none",
                    project=str(out / "lv_runs"), name="train", overwrite=True, plots=False, progress=False)
-        res, wall, rss = run(lv_python, LV_TRAIN, cfg, out / "leanvision_train.log")
-        rows = list(csv.DictReader(open(Path(res["run_dir"]) / "metrics.csv")))
-        lv = {"train_s": sum(float(r["epoch_s"]) for r in rows), "train_wall_s": wall, "peak_rss_mb": rss}
-        weights = str(Path(res["run_dir"]) / "best.pt")
+        if args.val_only:
+            lv, run_dir = results["leanvision"], out / "lv_runs" / "train"
+        else:
+            res, wall, rss = run(lv_python, LV_TRAIN, cfg, out / "leanvision_train.log")
+            run_dir = Path(res["run_dir"])
+            rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+            lv = {"train_s": sum(float(r["epoch_s"]) for r in rows), "train_wall_s": wall, "peak_rss_mb": rss}
+        weights = str(run_dir / "best.pt")
         for sz in sizes:
             for rect in (True, False) if sz == args.imgsz else (True,):
                 key = f"val{sz}" + ("" if rect else "_square")
@@ -186,9 +191,13 @@ def main() -> None:
         cfg = dict(common, data=str(data), optimizer="SGD", device="cpu", amp=False,
                    plots=False, pretrained=False, deterministic=True, mixup=0.0, cutmix=0.0, copy_paste=0.0,
                    flipud=0.0, project=str(out / "ultra_runs"), name="train", exist_ok=True, verbose=False)
-        res, wall, rss = run(args.ultra_python, ULTRA_TRAIN, cfg, out / "ultralytics_train.log")
-        ul = {"train_s": res["train_s"], "train_wall_s": wall, "peak_rss_mb": rss, "threads": res["threads"]}
-        weights = str(Path(res["save_dir"]) / "weights" / "best.pt")
+        if args.val_only:
+            ul, save_dir = results["ultralytics"], out / "ultra_runs" / "train"
+        else:
+            res, wall, rss = run(args.ultra_python, ULTRA_TRAIN, cfg, out / "ultralytics_train.log")
+            save_dir = Path(res["save_dir"])
+            ul = {"train_s": res["train_s"], "train_wall_s": wall, "peak_rss_mb": rss, "threads": res["threads"]}
+        weights = str(save_dir / "weights" / "best.pt")
         for sz in sizes:
             print(f"ultralytics: val at {sz} ...", flush=True)
             v, _, _ = run(args.ultra_python, ULTRA_VAL, dict(weights=weights, data=str(data), imgsz=sz,
