@@ -102,3 +102,35 @@ def test_bench_rows_from_a_yaml_file(tmp_path):
     rows = parse_rows([str(f)])
     assert [r.label for r in rows] == ["resnet20:e2e", "resnet20:dgl:modules=3,amp=bf16"]
     assert rows[1].options == {"modules": 3} and rows[1].train == {"amp": "bf16"}
+
+
+def test_bench_train_flops_equal_three_forwards_less_the_stem_input_gradient(tmp_path):
+    """Reference by hand: 2 FLOPs per multiply-add of every Conv2d/Linear, from the layers' shapes."""
+    import torch
+    from torch import nn
+
+    from leanvision.models import create_model
+
+    model = create_model("resnet20", num_classes=10)
+    per_layer = {}
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            per_layer[module] = 2 * k * output[0].numel()
+        else:
+            per_layer[module] = 2 * module.in_features * module.out_features
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(count)
+    model(torch.zeros(1, 3, 32, 32))
+    forward = sum(per_layer.values())
+    stem = per_layer[next(m for m in model.stem.modules() if isinstance(m, nn.Conv2d))]
+    # backward: weight gradients of every layer and input gradients of all but the first conv
+    want = 3 * forward - stem
+    assert main(["bench", "resnet20:e2e", "--steps", "1", "--batch-size", "2", "--device", "cpu",
+                 "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["train_flops_per_image"] == want
+    assert "train GFLOP/image" in (tmp_path / "bench.md").read_text()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-_RATIO_KEYS = ("peak_memory_bytes", "activation_peak_bytes", "ms_per_step", "images_per_s", "trainable_params")
+_RATIO_KEYS = ("peak_memory_bytes", "activation_peak_bytes", "ms_per_step", "images_per_s", "trainable_params",
+               "train_flops_per_image")
 
 
 def environment() -> dict:
@@ -59,8 +60,8 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
         lines += ["; ".join(f"{k}: {v}" for k, v in env.items()), ""]
     lines += [
         "| model | method | settings | accuracy | peak memory (MB) | × E2E | activations (MB) | × E2E | ms/step | "
-        "× E2E | images/s | trainable params | × E2E |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "× E2E | images/s | trainable params | × E2E | train GFLOP/image | × E2E |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         acc = r.get("accuracy")
@@ -72,11 +73,14 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
             f"{_fmt(r.get('activation_peak_bytes_vs_e2e'), '.2f')} | "
             f"{_fmt(r['ms_per_step'], '.1f')} | {_fmt(r['ms_per_step_vs_e2e'], '.2f')} | "
             f"{_fmt(r['images_per_s'], '.1f')} | {r['trainable_params']:,} | "
-            f"{_fmt(r['trainable_params_vs_e2e'], '.2f')} |"
+            f"{_fmt(r['trainable_params_vs_e2e'], '.2f')} | "
+            f"{_fmt(r['train_flops_per_image'] / 1e9 if r.get('train_flops_per_image') else None, '.3g')} | "
+            f"{_fmt(r['train_flops_per_image_vs_e2e'], '.2f')} |"
         )
     src = rows[0].get("memory_source") if rows else ""
     lines += ["", f"Peak memory source: {src} (activations: peak bytes saved for backward, CPU only). "
-              "Accuracy: last-epoch test top-1 (%)."]
+              "Accuracy: last-epoch test top-1 (%). "
+              "Train GFLOP/image: forward + backward of one training step (resource rows; torch.utils.flop_counter)."]
     return "\n".join(lines).strip() + "\n"
 
 

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import replace
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import TrainConfig
 from ..engine.distributed import DistInfo
@@ -54,15 +55,20 @@ def measure_resources(row: BenchRow, base: TrainConfig, steps: int, device: torc
     """Train ``steps`` steps on one fixed random batch and return the meter's figures.
 
     The step is the trainer's own (:meth:`Trainer.train_step`), so bench and train measure the
-    same work: the method's passes, the optimizer step and any EMA update.
+    same work: the method's passes, the optimizer step and any EMA update. ``train_flops_per_image``
+    counts that step's forward and backward FLOPs (``torch.utils.flop_counter``: convolutions and
+    matrix products, 2 per multiply-add), a machine-independent measure of the work.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, step, _ = _build_row(row, base, device, num_classes, image_size, tmp,
-                                      meter_warmup=1, meter_track_steps=1)
-        for _ in range(trainer.meter.warmup + trainer.meter.track_steps + steps):
+        trainer, step, batch = _build_row(row, base, device, num_classes, image_size, tmp,
+                                          meter_warmup=1, meter_track_steps=1)
+        with FlopCounterMode(display=False) as flops:  # the warm-up step, which the meter leaves out
+            step()
+        for _ in range(trainer.meter.warmup - 1 + trainer.meter.track_steps + steps):
             step()
         stats = trainer.meter.stats().__dict__
-        return {"accuracy": None, **stats, "describe": trainer.method.describe()}
+        return {"accuracy": None, **stats, "train_flops_per_image": flops.get_total_flops() / batch,
+                "describe": trainer.method.describe()}
 
 
 def interleaved_times(rows: list[BenchRow], base: TrainConfig, steps: int, rounds: int, device: torch.device,
