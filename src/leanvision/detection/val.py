@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint
 from ..engine.trainer import autocast
+from ..methods.replacement import export_model
 from ..models.yolo import Conv, DetectionModel, create_detector
 from .augment import scale_boxes_to_original
 from .evaluate import DetectionEvaluator
@@ -43,10 +45,6 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     model is not touched. Replaced blocks (Replacement Learning) are materialised first: their convs hold no
     weights of their own until a forward fuses the neighbours'.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from ..methods.replacement import export_model
-
     fused = export_model(model).eval()  # a deep copy, with any replaced block materialised
     for m in fused.modules():
         if isinstance(m, Conv) and isinstance(m.bn, nn.BatchNorm2d):

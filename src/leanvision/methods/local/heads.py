@@ -123,8 +123,11 @@ class Decoder(nn.Module):
         )
 
     def forward(self, h: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        conv = self.body[0]
-        return self.body[1:](upsample_conv3x3(h, conv.weight, conv.bias, tuple(size)))
+        conv, *rest = self.body  # no Sequential slice (a new module) per call on the training path
+        h = upsample_conv3x3(h, conv.weight, conv.bias, tuple(size))
+        for layer in rest:
+            h = layer(h)
+        return h
 
 
 def upsample_conv3x3(
