@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from leanvision.detection import det_dataset
 from leanvision.detection.augment import (
     apply_ratio_pad,
     augment_hsv,
@@ -15,11 +16,13 @@ from leanvision.detection.augment import (
     mosaic4,
     random_affine,
     scale_boxes_to_original,
+    shift_hsv,
 )
 from leanvision.detection.det_dataset import (
     DetectionDataset,
     build_detection_loader,
     collate_fn,
+    load_rgb,
     set_loader_epoch,
 )
 from leanvision.detection.det_formats import make_sample
@@ -121,6 +124,53 @@ def test_hsv_keeps_geometry_and_zero_gain_is_identity():
     assert not np.array_equal(out, img)
 
 
+@pytest.mark.parametrize("turn,sat,val", [(0.25, 1.0, 1.0), (-0.1, 1.5, 0.7), (0.013, 0.4, 1.3)])
+def test_shift_hsv_matches_colorsys(turn, sat, val):
+    """Against Python's colorsys on float HSV: hue turned by ``turn`` circles, s and v scaled and clipped.
+    OpenCV's 8-bit HSV (hue in 2-degree steps) allows a few levels of error, never a wrong direction."""
+    import colorsys
+
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = shift_hsv(rgb, turn, sat, val).astype(float)
+    ref = np.empty_like(out)
+    for (i, j), px in zip(np.ndindex(16, 16), rgb.reshape(-1, 3) / 255.0):
+        h, s, v = colorsys.rgb_to_hsv(*px)
+        ref[i, j] = colorsys.hsv_to_rgb((h + turn) % 1.0, min(s * sat, 1.0), min(v * val, 1.0))
+    err = np.abs(out - ref * 255)
+    assert err.mean() < 2.0 and err.max() <= 12
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_affine_moves_pixels_and_boxes_by_the_same_map(seed):
+    """A smooth blob centred on a box lands, by its intensity centroid, on the transformed box's centre to
+    0.05 px (a half-pixel convention slip would show as 0.5·|1 - scale| px, scale drawn in [0.5, 1.5])."""
+    ys, xs = np.mgrid[0:96, 0:96] + 0.5  # pixel centres
+    blob = 114 + 140 * np.exp(-((xs - 44) ** 2 + (ys - 48) ** 2) / (2 * 5.0**2))
+    img = np.repeat(blob.round().astype(np.uint8)[..., None], 3, -1)
+    boxes = np.array([[30, 36, 58, 60]], np.float32)  # centred on the blob
+    out, nb, _ = random_affine(img, boxes, np.array([0]), np.random.default_rng(seed), translate=0.05, scale=0.5)
+    wgt = out[..., 0].astype(float) - 114
+    centroid = np.array([(wgt * xs).sum(), (wgt * ys).sum()]) / wgt.sum()
+    np.testing.assert_allclose(centroid, [(nb[0, 0] + nb[0, 2]) / 2, (nb[0, 1] + nb[0, 3]) / 2], atol=0.05)
+
+
+def test_load_rgb_decodes_like_pillow_and_names_bad_files(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]]), "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "c.png")), rgb)  # lossless: bit-exact, RGB order
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "g.png")), np.repeat(rgb[..., :1], 3, -1))
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "a.png")), rgb)  # alpha dropped
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for name in ("bad.jpg", "empty.jpg"):
+        with pytest.raises(ValueError, match=name):
+            load_rgb(str(tmp_path / name))
+    with pytest.raises(FileNotFoundError):
+        load_rgb(str(tmp_path / "missing.jpg"))
+
+
 def test_mosaic_size_box_count_and_offsets():
     s = 32
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
@@ -197,6 +247,30 @@ def test_dataset_is_deterministic_per_seed_epoch_and_index(samples):
     assert torch.equal(ia, ib) and torch.equal(ta["boxes"], tb["boxes"])
     b.set_epoch(1)
     assert not torch.equal(b[1][0], ia)
+
+
+def test_mosaic_partners_come_from_the_buffer_of_recent_images(samples, monkeypatch):
+    decoded = []
+    real = det_dataset.load_rgb
+    monkeypatch.setattr(det_dataset, "load_rgb", lambda f: decoded.append(f) or real(f))
+    many = samples * 5  # 20 items
+    ds = DetectionDataset(many, imgsz=64, seed=2, mosaic_buffer=6)
+    ds.set_epoch(0)
+    first = [ds[i] for i in range(len(ds))]
+    assert len(decoded) == len(ds)  # one decode per item: partners never touch the disk
+    assert len(ds._recent) == 6 and list(ds._recent) == list(range(14, 20))  # the newest 6, oldest first
+    ds.set_epoch(0)  # the buffer restarts with the epoch, so an epoch replays exactly (resume)
+    again = [ds[i] for i in range(len(ds))]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"]) for a, b in zip(first, again))
+    with pytest.raises(ValueError, match="read-only"):
+        ds.load(19)[0][0, 0, 0] = 1  # buffered images are shared, so they cannot be written to
+    decoded.clear()
+    off = DetectionDataset(many, imgsz=64, seed=2, mosaic_buffer=0)
+    for i in range(len(off)):
+        off[i]
+    assert len(decoded) == 4 * len(off) and not off._recent  # without the buffer every tile is decoded
+    assert DetectionDataset(many, imgsz=64, batch_size=2).buffer_size == 16  # YOLOv8: min(n, 8 * batch, 1000)
+    assert DetectionDataset(many, imgsz=64, augment=False).buffer_size == 0
 
 
 def test_close_mosaic_switches_to_letterbox_plus_affine(samples):

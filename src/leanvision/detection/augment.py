@@ -1,34 +1,38 @@
-"""YOLOv8-style detection augmentations on numpy images, without OpenCV.
+"""YOLOv8-style detection augmentations on numpy images, with OpenCV (as the reference implementation).
 
 Conventions: images are ``np.ndarray`` uint8 (H, W, 3) RGB; boxes are float32 (N, 4) xyxy in
-pixels of the image they come with; ``cls`` is int64 (N,). Every function returns new arrays.
-Randomness comes from an explicit ``np.random.Generator`` so a sample is reproducible from
-(seed, epoch, index) whatever the number of loader workers.
+pixels of the image they come with, pixel ``i`` covering [i, i + 1); ``cls`` is int64 (N,). Every function
+returns new arrays. Randomness comes from an explicit ``np.random.Generator`` so a sample is reproducible
+from (seed, epoch, index) whatever the number of loader workers.
 
 Defaults are the YOLOv8 ones (spec §5.6): mosaic p 1.0, affine (degrees 0, translate 0.1,
 scale 0.5, shear 0, perspective 0), HSV (h 0.015, s 0.7, v 0.4), fliplr 0.5, grey 114 padding.
-Warping uses PIL's affine/perspective transform with bilinear sampling (cv2's warpAffine does
-the same job in ultralytics).
+Warps use ``cv2.warpAffine``/``cv2.warpPerspective`` (bilinear) with the matrix conjugated to OpenCV's
+pixel-centre convention, so pixels and boxes move by exactly the same map.
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
-from PIL import Image
 
 PAD_VALUE = 114
 
 
-def resize_long_side(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Resize so the long side equals ``size`` (aspect kept). Returns (image, ratio new/old)."""
+def resize_long_side(img: np.ndarray, size: int, antialias: bool = False) -> tuple[np.ndarray, float]:
+    """Resize so the long side equals ``size`` (aspect kept). Returns (image, ratio new/old).
+
+    ``antialias`` shrinks by area averaging (validation and prediction, as YOLOv8); otherwise bilinear.
+    """
     h, w = img.shape[:2]
     r = size / max(h, w)
     if r == 1:
         return img, 1.0
     nw, nh = max(1, round(w * r)), max(1, round(h * r))
-    return np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR)), r
+    interp = cv2.INTER_AREA if antialias and r < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (nw, nh), interpolation=interp), r
 
 
 def letterbox(
@@ -62,10 +66,9 @@ def letterbox(
     if auto:
         dw, dh = dw % stride, dh % stride
     if (nw, nh) != (w, h):
-        img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     left, top = dw // 2, dh // 2  # integer offsets keep the inverse map exact
-    out = np.full((nh + dh, nw + dw, 3), color, np.uint8)
-    out[top : top + nh, left : left + nw] = img
+    out = cv2.copyMakeBorder(img, top, dh - top, left, dw - left, cv2.BORDER_CONSTANT, value=(color,) * 3)
     return out, r, (float(left), float(top))
 
 
@@ -100,23 +103,35 @@ def hflip(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = img.shape[1]
     out = boxes.copy()
     out[:, 0], out[:, 2] = w - boxes[:, 2], w - boxes[:, 0]
-    return np.ascontiguousarray(img[:, ::-1]), out
+    return cv2.flip(img, 1), out
 
 
 def augment_hsv(
     img: np.ndarray, rng: np.random.Generator, hgain: float = 0.015, sgain: float = 0.7, vgain: float = 0.4
 ) -> np.ndarray:
-    """Random hue shift (cyclic) and saturation/value gains, applied by lookup tables in PIL's HSV space."""
+    """Random hue rotation and saturation/value gains (YOLOv8's HSV augmentation).
+
+    Draws ``(dh, ds, dv) = uniform(-1, 1, 3) * (hgain, sgain, vgain)`` and applies :func:`shift_hsv`
+    with hue turned by ``dh`` of a full circle and saturation and value multiplied by ``1 + ds``, ``1 + dv``.
+    """
     if not (hgain or sgain or vgain):
         return img
-    r = rng.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain]) + 1
-    x = np.arange(256, dtype=np.float32)
-    lut_h = ((x * r[0]) % 256).astype(np.uint8)  # PIL hue spans 0..255, so wrap at 256
-    lut_s = np.clip(x * r[1], 0, 255).astype(np.uint8)
-    lut_v = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    hsv = np.asarray(Image.fromarray(img).convert("HSV"))
-    hsv = np.stack([lut_h[hsv[..., 0]], lut_s[hsv[..., 1]], lut_v[hsv[..., 2]]], -1)
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+    dh, ds, dv = rng.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain])
+    return shift_hsv(img, dh, 1 + ds, 1 + dv)
+
+
+def shift_hsv(img: np.ndarray, hue_turn: float, sat_gain: float, val_gain: float) -> np.ndarray:
+    """Turn the hue by ``hue_turn`` circles and scale saturation and value, clipped, in OpenCV's 8-bit HSV.
+
+    OpenCV stores hue in 0..179 (2 degrees a step), so the turn becomes ``hue_turn * 180`` steps modulo 180;
+    saturation and value are 0..255. One lookup table per channel, as YOLOv8.
+    """
+    x = np.arange(256, dtype=np.float64)
+    lut = np.stack(
+        [(x + hue_turn * 180) % 180, np.clip(x * sat_gain, 0, 255), np.clip(x * val_gain, 0, 255)], -1
+    ).astype(np.uint8)
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    return cv2.cvtColor(cv2.LUT(hsv, lut.reshape(1, 256, 3)), cv2.COLOR_HSV2RGB)
 
 
 def box_candidates(
@@ -175,15 +190,14 @@ def random_affine(
     T[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * h
     M = T @ S @ R @ P @ C  # applied right to left
 
-    inv = np.linalg.inv(M)  # PIL samples output -> input, so it wants the inverse map
-    inv = inv / inv[2, 2]
+    # OpenCV puts pixel i's centre at coordinate i, our boxes at i + 0.5: conjugate by that half-pixel shift
+    half = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    Mc = np.linalg.inv(half) @ M @ half
     fill = (PAD_VALUE,) * 3
-    pil = Image.fromarray(img)
     if perspective:
-        out = pil.transform((w, h), Image.PERSPECTIVE, tuple(inv.reshape(-1)[:8]), Image.BILINEAR, fillcolor=fill)
+        out = cv2.warpPerspective(img, Mc, (w, h), flags=cv2.INTER_LINEAR, borderValue=fill)
     else:
-        out = pil.transform((w, h), Image.AFFINE, tuple(inv[:2].reshape(-1)), Image.BILINEAR, fillcolor=fill)
-    out = np.asarray(out)
+        out = cv2.warpAffine(img, Mc[:2], (w, h), flags=cv2.INTER_LINEAR, borderValue=fill)
 
     n = len(boxes)
     if n == 0:

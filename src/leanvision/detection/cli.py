@@ -31,6 +31,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "patience": "early stop after N epochs without a better mAP50-95 (default 100)",
         "nbs": "nominal batch: gradients accumulate over round(nbs/batch) batches (default 64)",
         "close_mosaic": "turn mosaic off for the last N epochs (default 10)",
+        "mosaic_buffer": "mosaic partners come from the last N decoded images (default min(n, 8*batch, 1000), "
+                         "YOLOv8's buffer); 0: from the whole dataset, results independent of --workers",
         "warmup_min_iters": "at least this many warm-up iterations: 100 (original YOLOv8, default) or 0 (8.4)",
         "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
     }

@@ -44,6 +44,7 @@ class DetectConfig:
     augment: bool = True  # False: plain letterbox (overfit checks)
     mosaic: float = 1.0  # probability
     close_mosaic: int = 10  # mosaic off for the last N epochs
+    mosaic_buffer: int | None = None  # partners from the last N decoded images; None: min(n, 8·batch, 1000); 0: any
     degrees: float = 0.0
     translate: float = 0.1
     scale: float = 0.5

@@ -16,28 +16,42 @@ One item is ``(image, target)``:
 ``{"img_idx": int64 [N], "cls": int64 [N], "boxes": float32 [N, 4], "im_file": [B], "image_id": [B],
 "ori_shape": [B], "ratio_pad": [B]}``.
 
-Determinism: each item draws from ``np.random.default_rng((seed, epoch, index))``, so results do
-not depend on the number of workers. Call :func:`set_loader_epoch` every epoch (it also sets
-the DistributedSampler's epoch) and ``dataset.close_mosaic()`` for the last ``close_mosaic``
-epochs. Loaders are built without persistent workers so such changes reach the workers.
+Mosaic partners come, as in YOLOv8, from a buffer of the images the loading process decoded most recently
+(``mosaic_buffer`` of them, default min(n, 8·batch, 1000)), so a mosaic costs one image decode instead of four.
+
+Determinism: each item draws from ``np.random.default_rng((seed, epoch, index))`` and the buffer starts empty
+every epoch, so an epoch is a function of (seed, epoch, number of loader workers) and a resumed run repeats it
+exactly. With ``mosaic_buffer=0`` partners are drawn from the whole dataset and results do not depend on the
+number of workers either. Call :func:`set_loader_epoch` every epoch (it also sets the DistributedSampler's
+epoch) and ``dataset.close_mosaic()`` for the last ``close_mosaic`` epochs. Loaders are built without
+persistent workers so such changes reach the workers.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from .augment import apply_ratio_pad, augment_hsv, hflip, letterbox, mosaic4, random_affine, resize_long_side
 
 
 def load_rgb(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; EXIF rotation is not applied, matching the stored label coordinates."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """(H, W, 3) uint8 RGB, decoded by OpenCV; EXIF rotation is not applied, matching the stored label
+    coordinates. Grey images are expanded to 3 channels and an alpha channel is dropped.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the file is empty, corrupt or not an image.
+    """
+    data = np.fromfile(path, np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    if img is None:
+        raise ValueError(f"{path}: cannot decode the image (empty, corrupt or not an image file)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def rect_batch_shapes(shapes: Sequence[tuple[int, int]], imgsz: int, batch_size: int, stride: int = 32,
@@ -80,6 +94,8 @@ class DetectionDataset(Dataset):
         mosaic_p, degrees, translate, scale, shear, perspective, hsv_h, hsv_s, hsv_v, fliplr:
             YOLOv8 default hyperparameters (spec §5.6).
         seed: base seed of the per-item random generators.
+        mosaic_buffer: how many recently decoded images to keep as mosaic partners (see the module
+            docstring); None: YOLOv8's min(n, 8 * batch_size, 1000); 0: partners uniform over the dataset.
         rect: validation only (``augment=False``): serve items in aspect-ratio order, each letterboxed to its
             batch's shape from :func:`rect_batch_shapes` (``batch_size``, ``stride``). The loader must read
             them in order, ``batch_size`` at a time (:func:`build_detection_loader` does).
@@ -105,6 +121,7 @@ class DetectionDataset(Dataset):
         rect: bool = False,
         batch_size: int = 16,
         stride: int = 32,
+        mosaic_buffer: int | None = None,
     ):
         if rect and augment:
             raise ValueError("rect batches are for validation; build the dataset with augment=False or rect=False")
@@ -119,6 +136,12 @@ class DetectionDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.rect, self.batch_size = rect, int(batch_size)
+        if mosaic_buffer is None:
+            mosaic_buffer = min(len(self.samples), 8 * self.batch_size, 1000)
+        if mosaic_buffer < 0:
+            raise ValueError(f"mosaic_buffer must be >= 0, got {mosaic_buffer}")
+        self.buffer_size = int(mosaic_buffer) if self.mosaic else 0
+        self._recent: OrderedDict[int, tuple] = OrderedDict()  # index -> load(index), oldest first
         self.order, self.batch_shapes = np.arange(len(self.samples)), None
         if rect:
             self.order, self.batch_shapes = rect_batch_shapes([s["shape"] for s in self.samples], self.imgsz,
@@ -130,16 +153,31 @@ class DetectionDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws each epoch (the seed stays the same)."""
         self.epoch = int(epoch)
+        self._recent.clear()
 
     def close_mosaic(self) -> None:
         """Turn mosaic off (YOLOv8 does this for the last ``close_mosaic`` epochs)."""
         self.mosaic = False
+        self.buffer_size = 0
+        self._recent.clear()
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Image resized so its long side is ``imgsz``, its boxes in that image's pixels, cls, ratio."""
+        """Image resized so its long side is ``imgsz``, its boxes in that image's pixels, cls, ratio.
+
+        Served from the mosaic buffer when it holds ``i`` (read-only arrays: callers must not write to them).
+        """
+        if i in self._recent:
+            return self._recent[i]
         s = self.samples[i]
-        img, r = resize_long_side(load_rgb(s["im_file"]), self.imgsz)
-        return img, s["boxes"].astype(np.float32) * r, s["cls"].astype(np.int64), r
+        img, r = resize_long_side(load_rgb(s["im_file"]), self.imgsz, antialias=not self.augment)
+        item = (img, s["boxes"].astype(np.float32) * r, s["cls"].astype(np.int64), r)
+        if self.buffer_size:
+            for a in item[:3]:
+                a.flags.writeable = False
+            self._recent[i] = item
+            if len(self._recent) > self.buffer_size:
+                self._recent.popitem(last=False)
+        return item
 
     def __getitem__(self, index: int):
         rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -148,8 +186,10 @@ class DetectionDataset(Dataset):
         s = self.samples[index]
         ratio_pad = None
         if self.augment and self.mosaic and rng.random() < self.mosaic_p:
-            others = rng.integers(0, len(self), 3).tolist()
-            items = [self.load(j)[:3] for j in [index, *others]]
+            first = self.load(index)[:3]
+            pool = list(self._recent)  # holds ``index`` itself once the buffer is on, as in YOLOv8
+            others = (rng.choice(pool, 3) if pool else rng.integers(0, len(self), 3)).tolist()
+            items = [first, *(self.load(j)[:3] for j in others)]
             img, boxes, cls = mosaic4(items, self.imgsz, rng)
             b = -self.imgsz // 2
             img, boxes, cls = random_affine(img, boxes, cls, rng, border=(b, b), **self.affine)
@@ -237,16 +277,25 @@ def build_detection_loader(
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(ds)
+    if workers == 0:
+        match_cv2_threads()
     return DataLoader(
         ds,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
+        worker_init_fn=match_cv2_threads if workers else None,
         collate_fn=collate_fn,
         drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=False,
     )
+
+
+def match_cv2_threads(_worker_id: int | None = None) -> None:
+    """Give OpenCV the thread budget torch has in this process (1 in a DataLoader worker), so image
+    decoding and warping do not oversubscribe the cores the training step uses."""
+    cv2.setNumThreads(torch.get_num_threads())
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:

@@ -37,7 +37,7 @@ def list_sources(source: str | Path) -> list[Path]:
 
 def preprocess(img: np.ndarray, imgsz: int) -> tuple[torch.Tensor, tuple]:
     """(H, W, 3) uint8 -> ((1, 3, imgsz, imgsz) float in [0, 1], ratio_pad for the way back)."""
-    small, r0 = resize_long_side(img, imgsz)
+    small, r0 = resize_long_side(img, imgsz, antialias=True)
     boxed, r, pad = letterbox(small, imgsz, scaleup=False)
     x = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))).float().div_(255).unsqueeze(0)
     return x, ((r0 * r, r0 * r), pad)

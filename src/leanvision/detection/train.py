@@ -158,7 +158,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     amp = resolve_amp(cfg.amp, device)
     aug = dict(mosaic=cfg.augment and cfg.mosaic > 0, mosaic_p=cfg.mosaic, degrees=cfg.degrees,
                translate=cfg.translate, scale=cfg.scale, shear=cfg.shear, perspective=cfg.perspective,
-               hsv_h=cfg.hsv_h, hsv_s=cfg.hsv_s, hsv_v=cfg.hsv_v, fliplr=cfg.fliplr)
+               hsv_h=cfg.hsv_h, hsv_s=cfg.hsv_s, hsv_v=cfg.hsv_v, fliplr=cfg.fliplr, mosaic_buffer=cfg.mosaic_buffer)
     train_loader = build_detection_loader(splits["train"], cfg.imgsz, per_rank, augment=cfg.augment, shuffle=True,
                                           workers=workers, seed=cfg.seed, drop_last=False,
                                           pin_memory=device.type == "cuda", **aug)
