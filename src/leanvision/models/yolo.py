@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from leanvision.detection.boxes import dist2bbox, make_anchors
@@ -51,7 +52,10 @@ class Conv(nn.Module):
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        y = self.bn(self.conv(x))
+        if not torch.is_grad_enabled() and isinstance(self.act, nn.SiLU):
+            return F.silu(y, inplace=True)  # y is fresh and no graph keeps it: reuse its memory (val, predict)
+        return self.act(y)  # out of place: an in-place SiLU on a tensor autograd saved would cost a copy
 
 
 class Bottleneck(nn.Module):
