@@ -19,6 +19,10 @@ workers=0 on CPU, so leanvision gets 0 too):
    from yolov8n.yaml, pretrained=False, plots=False, amp=False).
 3. Each implementation's own validation of its best.pt on the same val split (rectangular batches in both),
    timed end to end (data loading included), at the training size and, with --val-imgsz2, at a second size.
+4. Timing rounds (--speed-rounds R, default 3): the two take turns, the first to go alternating each round,
+   each training --speed-epochs (2) from scratch with mosaic on and then validating step 2's best.pt at each
+   size; the report gives the median images/s and the range. Single runs on this shared machine swing by
+   +-15 %, so speed claims rest on these medians; step 2's single timings are listed too.
 
 Train images/s = train images x epochs / summed time of the training loops (data loading included,
 validation excluded). Peak memory is the peak RSS of each training process (os.wait4), so it includes each
@@ -34,6 +38,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -131,6 +136,57 @@ def run(python: str, code: str, args: dict, log: Path) -> tuple[dict, float, flo
     return json.loads(lines[-1][7:]), wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
+def train_side(side: str, args, common: dict, data: Path, out: Path, name: str, **over) -> tuple[dict, Path]:
+    """Train one implementation from scratch in its own process: ({train_s, train_wall_s, peak_rss_mb}, best.pt)."""
+    log = out / f"{side}_{name}.log"
+    if side == "leanvision":
+        cfg = dict(common, model="yolov8n", data=str(data), warmup_min_iters=0, device="cpu", amp="none",
+                   project=str(out / "lv_runs"), name=name, overwrite=True, plots=False, progress=False, **over)
+        res, wall, rss = run(sys.executable, LV_TRAIN, cfg, log)
+        run_dir = Path(res["run_dir"])
+        rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+        return {"train_s": sum(float(r["epoch_s"]) for r in rows), "train_wall_s": wall, "peak_rss_mb": rss}, \
+            run_dir / "best.pt"
+    cfg = dict(common, data=str(data), optimizer="SGD", device="cpu", amp=False,
+               plots=False, pretrained=False, deterministic=True, mixup=0.0, cutmix=0.0, copy_paste=0.0,
+               flipud=0.0, project=str(out / "ultra_runs"), name=name, exist_ok=True, verbose=False, **over)
+    res, wall, rss = run(args.ultra_python, ULTRA_TRAIN, cfg, log)
+    return {"train_s": res["train_s"], "train_wall_s": wall, "peak_rss_mb": rss, "threads": res["threads"]}, \
+        Path(res["save_dir"]) / "weights" / "best.pt"
+
+
+def weights_of(side: str, out: Path, name: str = "train") -> Path:
+    return out / "lv_runs" / name / "best.pt" if side == "leanvision" else out / "ultra_runs" / name / "weights/best.pt"
+
+
+def val_side(side: str, args, data: Path, weights: Path, sz: int, rect: bool, out: Path, key: str, n_val: int) -> dict:
+    """Validate ``weights`` with the implementation's own val, timed end to end in a fresh process."""
+    log = out / f"{side}_{key}.log"
+    if side == "leanvision":
+        a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, rect=rect)
+        return run(sys.executable, LV_VAL, a, log)[0]
+    a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, device="cpu", workers=0,
+             plots=False, verbose=False, project=str(out / "ultra_runs"), name=key, exist_ok=True, n_images=n_val)
+    return run(args.ultra_python, ULTRA_VAL, a, log)[0]
+
+
+def speed_rounds(args, common: dict, data: Path, out: Path, sizes: list[int], n_train: int, n_val: int) -> dict:
+    """Both implementations, taking turns (the first to go alternates each round), so that the shared
+    machine's drifting load falls on both alike: per round, ``--speed-epochs`` of training with mosaic on, then
+    validation of the accuracy runs' best.pt at each size. Returns images/s lists and their medians."""
+    sides = ("leanvision", "ultralytics")
+    speed = {s: {"train": [], **{f"val{sz}": [] for sz in sizes}} for s in sides}
+    for r in range(args.speed_rounds):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            print(f"round {r + 1}/{args.speed_rounds}: {side} ...", flush=True)
+            t, _ = train_side(side, args, common, data, out, f"speed{r}", epochs=args.speed_epochs, close_mosaic=0)
+            speed[side]["train"].append(n_train * args.speed_epochs / t["train_s"])
+            for sz in sizes:
+                v = val_side(side, args, data, weights_of(side, out), sz, True, out, f"speed{r}_val{sz}", n_val)
+                speed[side][f"val{sz}"].append(v["images"] / v["val_s"])
+    return {s: {k: {"runs": v, "median": statistics.median(v)} for k, v in d.items()} for s, d in speed.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ultra-python", default="/work/ultra-venv/bin/python", help="python of the ultralytics venv")
@@ -144,14 +200,17 @@ def main() -> None:
     ap.add_argument("--val-imgsz2", type=int, default=640, help="also time val at this size (0: skip)")
     ap.add_argument("--only", choices=["leanvision", "ultralytics"], help="run one side (the other's json is reused)")
     ap.add_argument("--val-only", action="store_true", help="re-measure validation of the runs already in OUT")
+    ap.add_argument("--speed-rounds", type=int, default=3,
+                    help="interleaved timing rounds after the accuracy runs (0: none; needs both sides' runs)")
+    ap.add_argument("--speed-epochs", type=int, default=2, help="training epochs per timing round")
+    ap.add_argument("--speed-only", action="store_true", help="only the timing rounds (accuracy runs already in OUT)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lv_python = sys.executable
 
     data = out / "data" / "data.yaml"
     if not data.is_file():
-        subprocess.run([lv_python, "-m", "leanvision", "detect", "synth", "--out", str(data.parent), "--images",
+        subprocess.run([sys.executable, "-m", "leanvision", "detect", "synth", "--out", str(data.parent), "--images",
                         str(args.images), "--imgsz", str(args.imgsz), "--seed", "0", "--val-fraction", "0.2"],
                        check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     n_train = len(list((data.parent / "images" / "train").iterdir()))
@@ -164,54 +223,28 @@ def main() -> None:
     results = json.loads((out / "compare.json").read_text()) if (out / "compare.json").is_file() else {}
     sizes = [args.imgsz] + ([args.val_imgsz2] if args.val_imgsz2 else [])
 
-    if args.only in (None, "leanvision"):
-        print("leanvision: training ...", flush=True)
-        cfg = dict(common, model="yolov8n", data=str(data), warmup_min_iters=0, device="cpu", amp="none",
-                   project=str(out / "lv_runs"), name="train", overwrite=True, plots=False, progress=False)
+    for side in ("leanvision", "ultralytics"):
+        if args.speed_only or args.only not in (None, side):
+            continue
+        print(f"{side}: training ...", flush=True)
         if args.val_only:
-            lv, run_dir = results["leanvision"], out / "lv_runs" / "train"
+            res = {k: v for k, v in results[side].items() if not k.startswith("val")}
         else:
-            res, wall, rss = run(lv_python, LV_TRAIN, cfg, out / "leanvision_train.log")
-            run_dir = Path(res["run_dir"])
-            rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-            lv = {"train_s": sum(float(r["epoch_s"]) for r in rows), "train_wall_s": wall, "peak_rss_mb": rss}
-        weights = str(run_dir / "best.pt")
-        for sz in sizes:
-            for rect in (True, False) if sz == args.imgsz else (True,):
+            res, _ = train_side(side, args, common, data, out, "train")
+        for sz in sizes:  # leanvision also reports square batches at the training size (ultralytics: rect only)
+            for rect in (True, False) if sz == args.imgsz and side == "leanvision" else (True,):
                 key = f"val{sz}" + ("" if rect else "_square")
-                print(f"leanvision: {key} ...", flush=True)
-                v, _, _ = run(lv_python, LV_VAL, dict(weights=weights, data=str(data), imgsz=sz, batch=args.batch * 2,
-                                                      rect=rect), out / f"leanvision_{key}.log")
-                lv[key] = v
-        results["leanvision"] = lv
+                print(f"{side}: {key} ...", flush=True)
+                res[key] = val_side(side, args, data, weights_of(side, out), sz, rect, out, key, n_val)
+        results[side] = res
         (out / "compare.json").write_text(json.dumps(results, indent=2))
 
-    if args.only in (None, "ultralytics"):
-        print("ultralytics: training ...", flush=True)
-        cfg = dict(common, data=str(data), optimizer="SGD", device="cpu", amp=False,
-                   plots=False, pretrained=False, deterministic=True, mixup=0.0, cutmix=0.0, copy_paste=0.0,
-                   flipud=0.0, project=str(out / "ultra_runs"), name="train", exist_ok=True, verbose=False)
-        if args.val_only:
-            ul, save_dir = results["ultralytics"], out / "ultra_runs" / "train"
-        else:
-            res, wall, rss = run(args.ultra_python, ULTRA_TRAIN, cfg, out / "ultralytics_train.log")
-            save_dir = Path(res["save_dir"])
-            ul = {"train_s": res["train_s"], "train_wall_s": wall, "peak_rss_mb": rss, "threads": res["threads"]}
-        weights = str(save_dir / "weights" / "best.pt")
-        for sz in sizes:
-            print(f"ultralytics: val at {sz} ...", flush=True)
-            v, _, _ = run(args.ultra_python, ULTRA_VAL, dict(weights=weights, data=str(data), imgsz=sz,
-                                                             batch=args.batch * 2, device="cpu", workers=0, plots=False,
-                                                             verbose=False, project=str(out / "ultra_runs"),
-                                                             name=f"val{sz}", exist_ok=True, n_images=n_val),
-                          out / f"ultralytics_val{sz}.log")
-            ul[f"val{sz}"] = v
-        results["ultralytics"] = ul
-        (out / "compare.json").write_text(json.dumps(results, indent=2))
-
+    if args.speed_rounds and args.only is None:
+        results["speed"] = speed_rounds(args, common, data, out, sizes, n_train, n_val)
     results["env"] = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
                       "cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-                      "train_images": n_train, "val_images": n_val, **{k: v for k, v in common.items()}}
+                      "train_images": n_train, "val_images": n_val, "speed_epochs": args.speed_epochs,
+                      **{k: v for k, v in common.items()}}
     (out / "compare.json").write_text(json.dumps(results, indent=2))
     md = render(results, args.imgsz, sizes)
     (out / "compare.md").write_text(md)
@@ -245,6 +278,19 @@ def render(results: dict, imgsz: int, sizes: list[int]) -> str:
         row(f"{m} (own val of best.pt, {imgsz}, rect)", lambda s, m=m: cell(s, f"val{imgsz}/{m}", ".3f"))
     for m in ("mAP50", "mAP50-95"):
         row(f"{m} with square val batches ({imgsz})", lambda s, m=m: cell(s, f"val{imgsz}_square/{m}", ".3f"))
+    if "speed" in results:
+        sp = results["speed"]
+
+        def speed_cell(side: str, key: str) -> str:
+            runs = sp[side][key]["runs"]
+            return f"{sp[side][key]['median']:.2f} ({min(runs):.2f}–{max(runs):.2f})"
+
+        n_rounds = len(sp["leanvision"]["train"]["runs"])
+        row(f"**train images/s, median of {n_rounds} interleaved rounds of {env['speed_epochs']} epochs** (range)",
+            lambda s: speed_cell(s, "train") if s in sp else "–")
+        for sz in sizes:
+            row(f"**val images/s at {sz}, median of {n_rounds} interleaved rounds** (range)",
+                lambda s, k=f"val{sz}": speed_cell(s, k) if s in sp else "–")
     row("parameters", lambda s: cell(s, f"val{imgsz}/params", ","))
     row("GFLOPs at 640 (FlopCounterMode; ultralytics' thop figure)",
         lambda s: cell(s, f"val{imgsz}/gflops640", ".2f") + (f" ({cell(s, f'val{imgsz}/thop_gflops640', '.1f')})"
