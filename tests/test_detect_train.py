@@ -68,6 +68,17 @@ def test_ema_update_follows_the_formula():
     d = ema_decay(1)
     torch.testing.assert_close(m.ema_model.model[0].conv.weight, d * w0 + (1 - d) * (w0 + 1.0))
     assert int(m.ema_updates) == 1 and "ema_updates" in m.state_dict()
+    # every entry, by name: weights and BN running statistics average, integer counters are left alone
+    ema0 = {k: v.clone() for k, v in m.ema_model.state_dict().items()}
+    with torch.no_grad():
+        for v in m.model.state_dict().values():
+            v.add_(torch.randn_like(v) if v.dtype.is_floating_point else 5)
+    m.after_optimizer_step()
+    d = ema_decay(2)
+    src = m.model.state_dict()
+    for k, v in m.ema_model.state_dict().items():
+        want = d * ema0[k] + (1 - d) * src[k] if v.dtype.is_floating_point else ema0[k]
+        torch.testing.assert_close(v, want, msg=k)
     assert any(k.startswith("ema_model.") for k in m.state_dict())
     assert m.inference_model() is m.ema_model
 

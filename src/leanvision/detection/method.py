@@ -49,6 +49,11 @@ def yolo_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Parameters then buffers, in module order (cheaper than building a state dict every step)."""
+    return [*model.parameters(), *model.buffers()]
+
+
 class DetectionMethod(Method):
     """Train a :class:`~leanvision.models.yolo.DetectionModel` with the v8 loss and a model EMA.
 
@@ -106,10 +111,9 @@ class DetectionMethod(Method):
             return
         self.ema_updates += 1
         d = ema_decay(int(self.ema_updates), tau=self.ema_tau)
-        src = self.model.state_dict()
-        for k, v in self.ema_model.state_dict().items():
-            if v.dtype.is_floating_point:  # weights and BN running stats; not num_batches_tracked
-                v.mul_(d).add_(src[k].detach(), alpha=1 - d)
+        # weights and BN running stats (not num_batches_tracked), paired by position: the EMA is a deep copy
+        pairs = [(e, m) for e, m in zip(_tensors(self.ema_model), _tensors(self.model)) if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in pairs], [m.detach() for _, m in pairs], 1 - d)  # e = d·e + (1 − d)·m
 
     def inference_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else self.model
