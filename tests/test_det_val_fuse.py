@@ -50,3 +50,21 @@ def test_fused_copy_of_a_model_with_replaced_bottlenecks_matches_it():
     with torch.no_grad():
         ref, out = model.eval()(x), fused(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_channels_last_inference_net_matches_and_only_the_copy_changes_format():
+    """validate()'s NHWC path (the CPU default) computes the same outputs; the caller's model keeps NCHW."""
+    from leanvision.detection.val import inference_net, resolve_channels_last
+
+    assert resolve_channels_last(None, "cpu") and not resolve_channels_last(None, "cuda")
+    assert not resolve_channels_last(False, "cpu") and resolve_channels_last(True, "cuda")
+    torch.manual_seed(0)
+    model = create_detector("yolov8n", nc=3).eval()
+    net = inference_net(model, fuse=True, channels_last=True)
+    assert net.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert inference_net(model, fuse=False, channels_last=True) is model  # never converts the caller's model
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ref, out = model(x), net(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-3)

@@ -35,7 +35,7 @@ from .method import DetectionMethod
 from .postprocess import VAL_SETTINGS, non_max_suppression
 from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
-from .val import build_detector, detector_spec
+from .val import build_detector, detector_spec, inference_net, resolve_channels_last
 
 
 def ablation_rows(scale: str = "n") -> list[str]:
@@ -82,10 +82,14 @@ def resource_row(model_name: str, opts: dict, imgsz: int, batch: int, steps: int
     model = build_detector(spec)
     if cfg.method == "replacement":  # a row such as gso-yolo-n:method=replacement,replace_adapter=true
         apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter, verbose=False)
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     method = DetectionMethod(model, cfg.box_loss).to(device)
     opt = torch.optim.SGD(method.param_groups(cfg.weight_decay), lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
     trainer = Trainer(method, opt, YoloSchedule(epochs=1), [], lambda m: {}, out / "scratch", 1, {}, device,
-                      amp=amp, progress=False, meter_warmup=2, meter_track_steps=0 if device.type == "cuda" else 1)
+                      amp=amp, channels_last=channels_last, progress=False, meter_warmup=2,
+                      meter_track_steps=0 if device.type == "cuda" else 1)
     images, targets = random_batch(batch, imgsz, nc)
     images = images.to(device)
     targets = {k: v.to(device) for k, v in targets.items()}
@@ -95,9 +99,11 @@ def resource_row(model_name: str, opts: dict, imgsz: int, batch: int, steps: int
         trainer.schedule.apply(opt, 0, i, total)
         trainer.meter.measure(functools.partial(trainer.train_step, images, targets, 0, i), batch, opt)
     st = trainer.meter.stats()
-    # validation speed: forward + NMS of the EMA model at the validation settings, one warm-up batch
-    ema = method.inference_model().eval()
+    # validation speed: forward + NMS of the EMA model as validate() runs it (BN folded, same memory format)
+    ema = inference_net(method.inference_model().eval(), fuse=True, channels_last=channels_last)
     x = images.float() / 255
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     secs = 0.0
     with torch.no_grad():
         for i in range(steps + 1):

@@ -50,7 +50,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                            help={"gom": "GSO-YOLO: Global Optimization Module on/off",
                                  "scm": "GSO-YOLO: Steady Capture Module on/off",
                                  "rect": "rectangular validation batches in aspect-ratio order, as YOLOv8's val "
-                                         "(default on; training batches stay square)"}.get(f.name))
+                                         "(default on; training batches stay square)",
+                                 "channels_last": "NHWC memory format for training and validation (default: on for "
+                                                  "CPU, where it is faster; off on CUDA)"}.get(f.name))
         else:
             g.add_argument(flag, type=_TYPES.get(tname, str), default=None, choices=choices.get(f.name),
                            help=help_.get(f.name))

@@ -56,7 +56,7 @@ class DetectConfig:
     fliplr: float = 0.5
     # execution
     amp: str = "auto"  # auto (bf16 on CUDA, none on CPU) | none | bf16 | fp16
-    channels_last: bool = False
+    channels_last: bool | None = None  # NHWC memory; None: on for CPU (faster there), off on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 4  # loader processes
     seed: int = 0

@@ -28,7 +28,7 @@ from .evaluate import format_results
 from .method import DetectionMethod
 from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
-from .val import build_detector, detector_spec, load_detector, scalar_metrics, validate
+from .val import build_detector, detector_spec, load_detector, resolve_channels_last, scalar_metrics, validate
 
 # ------------------------------------------------------------------------------------------- data
 
@@ -169,7 +169,8 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     model = build_detector(spec)
     if cfg.method == "replacement":  # saved in the spec so load_detector can rebuild and materialise it
         spec["replacement"] = apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter).options
-    if cfg.channels_last:
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = DetectionMethod(model, cfg.box_loss, cfg.box, cfg.cls, cfg.dfl).to(device)
     broadcast_module(method)
@@ -190,13 +191,13 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     def evaluate(m) -> dict:
         if not cfg.val:
             return {}
-        return scalar_metrics(validate(m, val_loader, names, device, amp))
+        return scalar_metrics(validate(m, val_loader, names, device, amp, channels_last=channels_last))
 
     config = {**to_dict(cfg), "detector": spec, "method": method.name,
-              "resolved": {"amp": amp, "accumulate": accumulate, "weight_decay": weight_decay,
-                           "world_size": dist.world_size}}
+              "resolved": {"amp": amp, "channels_last": channels_last, "accumulate": accumulate,
+                           "weight_decay": weight_decay, "world_size": dist.world_size}}
     trainer = Trainer(method, optimizer, schedule, train_loader, evaluate, run_dir, cfg.epochs, config, device,
-                      fitness="map", amp=amp, channels_last=cfg.channels_last, dist=dist,
+                      fitness="map", amp=amp, channels_last=channels_last, dist=dist,
                       patience=cfg.patience if cfg.val else None,
                       steps_per_epoch=cfg.steps_per_epoch, progress=cfg.progress, on_epoch_start=on_epoch_start,
                       accumulate=accumulate)

@@ -52,6 +52,19 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     return fused
 
 
+def resolve_channels_last(channels_last: bool | None, device: torch.device | str) -> bool:
+    """None (auto): NHWC on CPU, where oneDNN's convolutions ran yolov8n's training step 9–11 % and its
+    validation forward 17 % faster than NCHW here; NCHW elsewhere (not measured on GPUs yet)."""
+    return torch.device(device).type == "cpu" if channels_last is None else bool(channels_last)
+
+
+def inference_net(model: nn.Module, fuse: bool = True, channels_last: bool = False) -> nn.Module:
+    """The network validation runs: a BatchNorm-folded copy (``fuse``), in channels_last memory if asked
+    (only the copy is converted; with ``fuse=False`` the model is used as it is)."""
+    net = fuse_conv_bn(model) if fuse else model
+    return net.to(memory_format=torch.channels_last) if channels_last and fuse else net
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -66,6 +79,7 @@ def validate(
     progress: bool = False,
     keep_predictions: int = 0,
     fuse: bool = True,
+    channels_last: bool | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``loader`` (batches from :func:`~leanvision.detection.det_dataset.collate_fn`).
 
@@ -77,6 +91,7 @@ def validate(
         eval_max_det: detections per image the COCO evaluator counts (COCO standard: 100).
         keep_predictions: also return the first N images' detections (input pixels) for plots.
         fuse: run a copy with BatchNorm folded into the convolutions (:func:`fuse_conv_bn`).
+        channels_last: feed NHWC images (and convert the fused copy); None: :func:`resolve_channels_last`.
 
     Returns:
         ``{"precision", "recall", "map50", "map", "fitness" (= mAP50-95), "per_class": [...], "images",
@@ -85,7 +100,8 @@ def validate(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    net = fuse_conv_bn(model) if fuse else model
+    channels_last = resolve_channels_last(channels_last, device)
+    net = inference_net(model, fuse, channels_last)
     ev = DetectionEvaluator(names, max_det=eval_max_det)
     t = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
     seen, kept = 0, []
@@ -96,6 +112,8 @@ def validate(
     for images, batch in loader:
         t0 = time.perf_counter()
         x = images.to(device, non_blocking=True).float() / 255  # (B, 3, H, W) in [0, 1]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         _sync(device)
         t1 = time.perf_counter()
         with autocast(device, amp):
