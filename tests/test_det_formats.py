@@ -163,6 +163,18 @@ def test_truncated_jpeg_is_reported(tmp_path):
         load_yolo_dataset(y, "train", cache=False)
 
 
+def test_image_pillow_reads_but_the_training_decoder_cannot_is_reported(tmp_path):
+    """A PCX file under a .jpg name: Pillow opens it by content, OpenCV (what training decodes with) cannot,
+    so the check must flag it rather than let training fail on it mid-epoch."""
+    y = write_yolo(tmp_path, {"p": "0 0.5 0.5 0.2 0.2\n"})
+    p = tmp_path / "images" / "train" / "p.jpg"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(p, format="PCX")
+    with Image.open(p) as im:
+        im.load()  # Pillow reads it
+    with pytest.raises(DatasetCheckError, match="p.jpg.*cannot decode"):
+        load_yolo_dataset(y, "train", cache=False)
+
+
 def test_label_cache_is_written_atomically_and_invalidated_by_edits(tmp_path):
     y = write_yolo(tmp_path, {"im0": "0 0.5 0.5 0.25 0.5\n"})
     samples, _ = load_yolo_dataset(y, "train")

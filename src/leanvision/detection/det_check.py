@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .det_dataset import load_rgb
 from .det_formats import DatasetFormatError, img2label_path, load_data_yaml, make_sample, read_yolo_split
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images verified with the training decoder (OpenCV)
 # Problems that make the whole sample unusable (not just one box) start with one of these;
 # such images are dropped under on_error="skip" rather than trained on as background.
 IMAGE_PROBLEM = ("image ", "malformed ", "annotation ", "label file unreadable")
@@ -44,14 +45,18 @@ class DatasetCheckError(ValueError):
 
 
 def verify_image(path: str | os.PathLike) -> str | None:
-    """None if the image decodes, else a short reason. ``verify`` misses truncated JPEG data, so decode too."""
+    """None if the image decodes, else a short reason. PIL's ``verify`` checks the structure but misses
+    truncated data, which PIL's full decode catches (OpenCV's only warns); the decoder training uses
+    (:func:`load_rgb`, OpenCV) must then read it too."""
     try:
         with Image.open(path) as im:
             im.verify()
         with Image.open(path) as im:
             im.load()
-            if im.size[0] < 2 or im.size[1] < 2:
-                return f"image too small ({im.size[0]}x{im.size[1]})"
+            w, h = im.size
+        if w < 2 or h < 2:
+            return f"image too small ({w}x{h})"
+        load_rgb(str(path))
     except FileNotFoundError:
         return "image file not found"
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad data
