@@ -173,7 +173,8 @@ def render_markdown(rows: list[dict], title: str, env: dict, command: str) -> st
             f"{_fmt(r['val_images_per_s'], '.1f')} |")
     src = rows[0]["memory_source"] if rows else ""
     lines += ["", f"Peak memory source: {src}. GFLOPs: one eval forward at imgsz (convs/linears, BN unfused). "
-              "Validation images/s: forward + NMS (conf 0.001, IoU 0.7, max 300) of the EMA model. "
+              "Validation images/s: forward + NMS (conf 0.001, IoU 0.7, max 300) of the EMA model, BatchNorm "
+              "folded and in the training memory format, as validate() runs it. "
               "mAP: COCO-style by faster-coco-eval on the val split; P and R at the best-F1 confidence."]
     return "\n".join(lines) + "\n"
 
