@@ -57,6 +57,32 @@ def test_predict_writes_image_and_json_in_original_coordinates(run, tmp_path):
     assert (out / "p" / "labels" / "wide.txt").is_file()
 
 
+def test_predict_equals_the_plain_model_path(run, tmp_path):
+    """predict runs a BN-folded, channels_last copy (on CPU); its detections must equal the saved model's
+    own NCHW forward + NMS + inverse letterbox, done here step by step."""
+    from leanvision.detection.augment import scale_boxes_to_original
+    from leanvision.detection.postprocess import non_max_suppression
+    from leanvision.detection.predict import predict, preprocess
+    from leanvision.detection.val import load_detector
+
+    _, _, run_dir = run
+    rgb = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    recs = predict(run_dir / "best.pt", tmp_path / "a.png", tmp_path / "out", conf=0.001, save_images=False)
+    model, _ = load_detector(run_dir / "best.pt")
+    x, ratio_pad = preprocess(rgb, 64)
+    with torch.no_grad():
+        det = non_max_suppression(model(x), conf=0.001, iou=0.7, multi_label=False, max_det=300)[0]
+    want = scale_boxes_to_original(det[:, :4], ratio_pad, rgb.shape[:2])
+    assert len(recs) == len(det) > 0
+    got = torch.tensor([[r["class"] * 1e4, *r["box"], r["score"]] for r in recs])  # records round scores to 1e-4
+    ref = torch.cat([det[:, 5:6] * 1e4, want, det[:, 4:5]], 1)
+    nearest = torch.cdist(got, ref, p=1).argmin(1)  # order-free: near-tied scores may swap places
+    assert sorted(nearest.tolist()) == list(range(len(ref)))  # one to one
+    torch.testing.assert_close(got[:, :5], ref[nearest, :5], rtol=0, atol=1e-2)  # class and box
+    torch.testing.assert_close(got[:, 5], ref[nearest, 5], rtol=0, atol=2e-4)  # score (rounded to 1e-4)
+
+
 def test_predict_maps_boxes_back_exactly(monkeypatch):
     from leanvision.detection.augment import scale_boxes_to_original
     from leanvision.detection.predict import preprocess

@@ -17,7 +17,7 @@ from .det_dataset import load_rgb
 from .det_formats import IMG_EXTS
 from .plotting import draw_boxes, prediction_records, save_image, write_predictions_json, write_yolo_txt
 from .postprocess import PREDICT_SETTINGS, non_max_suppression
-from .val import load_detector
+from .val import inference_net, load_detector, resolve_channels_last
 
 
 def list_sources(source: str | Path) -> list[Path]:
@@ -66,6 +66,8 @@ def predict(
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model, cfg = load_detector(weights, dev)
+    channels_last = resolve_channels_last(None, dev)
+    net = inference_net(model, fuse=True, channels_last=channels_last)  # as validation runs it
     names: Sequence[str] = cfg["detector"]["names"]
     imgsz = imgsz or int(cfg.get("imgsz", 640))
     if imgsz % 32:
@@ -76,7 +78,8 @@ def predict(
     for f in list_sources(source):
         img = load_rgb(str(f))
         x, ratio_pad = preprocess(img, imgsz)
-        det = non_max_suppression(model(x.to(dev)), conf=conf, iou=iou, multi_label=False, max_det=max_det)[0].cpu()
+        x = x.to(dev).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        det = non_max_suppression(net(x), conf=conf, iou=iou, multi_label=False, max_det=max_det)[0].cpu()
         boxes = scale_boxes_to_original(det[:, :4], ratio_pad, img.shape[:2])
         cls, scores = det[:, 5].long(), det[:, 4]
         records += prediction_records(str(f), boxes, cls, scores, names)
