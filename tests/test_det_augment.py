@@ -273,6 +273,18 @@ def test_mosaic_partners_come_from_the_buffer_of_recent_images(samples, monkeypa
     assert DetectionDataset(many, imgsz=64, augment=False).buffer_size == 0
 
 
+def test_without_the_buffer_batches_do_not_depend_on_the_number_of_workers(samples):
+    """The documented contract of ``mosaic_buffer=0``; worker processes also get OpenCV's thread setting."""
+    def epoch(workers):
+        loader = build_detection_loader(samples * 3, imgsz=64, batch_size=4, augment=True, workers=workers, seed=4,
+                                        mosaic_buffer=0)
+        set_loader_epoch(loader, 1)
+        return [(im, b["boxes"]) for im, b in loader]
+
+    for (ia, ba), (ib, bb) in zip(epoch(0), epoch(2), strict=True):
+        assert torch.equal(ia, ib) and torch.equal(ba, bb)
+
+
 def test_close_mosaic_switches_to_letterbox_plus_affine(samples):
     ds = DetectionDataset(samples, imgsz=64, augment=True, translate=0, scale=0, fliplr=0, hsv_h=0, hsv_s=0, hsv_v=0)
     ds.close_mosaic()
