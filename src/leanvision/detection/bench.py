@@ -28,7 +28,7 @@ import yaml
 
 from ..bench.report import environment
 from ..config import ConfigError, field_names
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, to_device
 from ..models.yolo import count_parameters, model_gflops
 from .config import DetectConfig
 from .method import DetectionMethod
@@ -101,9 +101,7 @@ def resource_row(model_name: str, opts: dict, imgsz: int, batch: int, steps: int
     st = trainer.meter.stats()
     # validation speed: forward + NMS of the EMA model as validate() runs it (BN folded, same memory format)
     ema = inference_net(method.inference_model().eval(), fuse=True, channels_last=channels_last)
-    x = images.float() / 255
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = to_device(images.float() / 255, device, channels_last)
     secs = 0.0
     with torch.no_grad():
         for i in range(steps + 1):

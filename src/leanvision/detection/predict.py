@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.trainer import to_device
 from .augment import letterbox, resize_long_side, scale_boxes_to_original
 from .det_dataset import load_rgb
 from .det_formats import IMG_EXTS
@@ -78,7 +79,7 @@ def predict(
     for f in list_sources(source):
         img = load_rgb(str(f))
         x, ratio_pad = preprocess(img, imgsz)
-        x = x.to(dev).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        x = to_device(x, dev, channels_last)
         det = non_max_suppression(net(x), conf=conf, iou=iou, multi_label=False, max_det=max_det)[0].cpu()
         boxes = scale_boxes_to_original(det[:, :4], ratio_pad, img.shape[:2])
         cls, scores = det[:, 5].long(), det[:, 4]

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint
-from ..engine.trainer import autocast
+from ..engine.trainer import autocast, to_device
 from ..methods.replacement import export_model
 from ..models.yolo import Conv, DetectionModel, create_detector
 from .augment import scale_boxes_to_original
@@ -111,9 +111,7 @@ def validate(
         loader = tqdm(loader, desc="val", leave=False, dynamic_ncols=True)
     for images, batch in loader:
         t0 = time.perf_counter()
-        x = images.to(device, non_blocking=True).float() / 255  # (B, 3, H, W) in [0, 1]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_device(images.to(device, non_blocking=True).float() / 255, device, channels_last)  # [0, 1]
         _sync(device)
         t1 = time.perf_counter()
         with autocast(device, amp):
