@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from .config import ConfigError, TrainConfig, build_config, field_names
+from .config import ConfigError, TrainConfig, build_config, field_names, flag_name
 
 
 def parse_kv(items: list[str] | None) -> dict:
@@ -89,8 +89,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if args.config:
             raise ConfigError("--resume restores the run's own config; drop --config (a config with a new "
                               "--name starts a new run)")
-        return config_for_resume(TrainConfig, args.resume, flags, upgrade=upgrade_saved_config)
+        return config_for_resume(TrainConfig, args.resume, flags, upgrade=upgrade_saved_config,
+                                 where=lambda k: _OPTION_FLAGS.get(k, flag_name(k)))
     return build_config(TrainConfig, args.config, flags)
+
+
+# the flags that fill the option mappings of TrainConfig
+_OPTION_FLAGS = {"method_options": "--modules/--split/--method-opt", "replace_options": "--replace-*"}
 
 
 def cmd_train(args) -> int:

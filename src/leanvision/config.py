@@ -56,7 +56,7 @@ def one_of(*choices: str) -> Rule:
 
 
 def multiple_of(k: int) -> Rule:
-    return Rule(f"a positive multiple of {k}", lambda v: v >= k and v % k == 0)
+    return Rule(f"(a positive multiple of {k})", lambda v: v >= k and v % k == 0)
 
 
 def is_run_name(name: str) -> bool:

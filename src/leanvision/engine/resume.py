@@ -77,7 +77,8 @@ def check_resume(saved: dict, given: dict, completed: int, path: Path,
                           f"{completed} to train longer")
 
 
-def config_for_resume(cls, resume: str | Path, flags: dict, upgrade: Callable[[dict], dict] | None = None):
+def config_for_resume(cls, resume: str | Path, flags: dict, upgrade: Callable[[dict], dict] | None = None,
+                      where: Callable[[str], str] = flag_name):
     """``cls`` restored from the checkpoint at ``resume`` (a run folder or its last.pt), with the allowed flags.
 
     Args:
@@ -85,13 +86,14 @@ def config_for_resume(cls, resume: str | Path, flags: dict, upgrade: Callable[[d
         resume: the ``--resume`` value.
         flags: flag values by field name, ``None`` = not given.
         upgrade: fills in what older checkpoints saved differently (applied to the raw saved config).
+        where: the flag that sets a field, for messages.
     """
     path = resume_path(resume)
     ckpt = load_checkpoint(path)
     if upgrade is not None and isinstance(ckpt.get("config"), dict):
         ckpt["config"] = upgrade(ckpt["config"])
     saved = saved_values(cls, ckpt, path)
-    given = check_values(cls, {k: v for k, v in flags.items() if v is not None and k not in NOT_SAVED}, flag_name)
-    check_resume(saved, given, int(ckpt.get("epoch", 0)), path)
+    given = check_values(cls, {k: v for k, v in flags.items() if v is not None and k not in NOT_SAVED}, where)
+    check_resume(saved, given, int(ckpt.get("epoch", 0)), path, where)
     allowed = {k: v for k, v in given.items() if k in MAY_CHANGE}
     return cls(**{**saved, **allowed, "resume": str(path)})
