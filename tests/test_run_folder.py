@@ -129,20 +129,17 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_real_kill_while_saving_leaves_no_duplicate_rows_or_temp_files_after_resume(tmp_path):
-    args = [*BASE, "--epochs", "3", "--project", str(tmp_path)]
+    # (that the resumed weights equal an uninterrupted run's is test_trainer's resume test)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", KILLER, *args, "--name", "k"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", KILLER, *BASE, "--epochs", "2", "--project", str(tmp_path),
+                           "--name", "k"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     run = tmp_path / "k"
     assert list(run.glob(".last.pt.*.tmp"))  # the kill left the temp file of the second save
     assert load_checkpoint(run / "last.pt")["epoch"] == 1 and _rows(run) == [1]  # rows follow the checkpoint
     assert main(["train", "--resume", str(run)]) == 0
-    assert _rows(run) == [1, 2, 3] and not list(run.glob(".*.tmp"))
-    assert main([*args, "--name", "full"]) == 0
-    ref, got = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(run / "last.pt")
-    for k, v in ref["method"].items():
-        assert torch.equal(v, got["method"][k]), k  # bit-identical on CPU to the uninterrupted run
+    assert _rows(run) == [1, 2] and not list(run.glob(".*.tmp"))
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 # -------------------------------------------------------------------------------------- run folders
