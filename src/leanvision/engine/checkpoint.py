@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +15,6 @@ from typing import IO
 
 import numpy as np
 import torch
-
-# what tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") names its files: ".last.pt.k2j4_x8a.tmp"
-_TEMP_NAME = re.compile(r"\.[^/\\]+\.[A-Za-z0-9_]+\.tmp")
 
 
 class CheckpointError(ValueError):
@@ -43,7 +39,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: 
     """``write(f)`` into a temporary file beside ``path``, fsync it, rename it into place, fsync the folder.
 
     A crash or kill at any point leaves either the old file or the new one, never a mix; a kill before the
-    rename can leave a ``.NAME.*.tmp`` file, which :func:`remove_stale_temp_files` clears.
+    rename can leave a ``.NAME.*.tmp`` file (``run_folder.remove_stale_temp_files`` clears those of a run).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,17 +69,6 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`_atomic_write`)."""
     _atomic_write(path, lambda f: f.write(text), binary=False)
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the ``.NAME.*.tmp`` files a killed :func:`_atomic_write` left in ``folder``; returns them."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = [p for p in folder.iterdir() if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
-    for p in stale:
-        p.unlink()
-    return stale
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

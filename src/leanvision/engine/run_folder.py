@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,21 @@ from .checkpoint import atomic_write_text
 # the files the trainers write into a run folder (``--overwrite`` removes them before a new run starts)
 ARTEFACTS = ("config.yaml", "metrics.csv", "metrics.jsonl", "results.json", "last.pt", "best.pt", "results.png",
              "val_batch0_pred.jpg")
+
+
+# the temporary files of the atomic writer (tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")): ".last.pt.k2j4_x8a.tmp"
+_TEMP = re.compile("|".join(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp" for name in ARTEFACTS))
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that a kill during an atomic write left in ``run_dir``; returns them."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    stale = [p for p in run_dir.iterdir() if _TEMP.fullmatch(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink()
+    return stale
 
 
 def clear_run(run_dir: str | Path) -> None:

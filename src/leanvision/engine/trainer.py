@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, atomic_save, load_checkpoint, remove_stale_temp_files, rng_state, set_rng_state
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .distributed import DistInfo, all_ranks_agree, average_gradients, broadcast_values
 from .meter import ResourceMeter, StepStats
-from .run_folder import write_json, write_metrics
+from .run_folder import remove_stale_temp_files, write_json, write_metrics
 
 
 class NonFiniteError(RuntimeError):
