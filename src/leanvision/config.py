@@ -65,7 +65,7 @@ def is_run_name(name: str) -> bool:
             and not PurePosixPath(name).is_absolute() and not PureWindowsPath(name).drive)
 
 
-NONEMPTY = Rule("not empty", lambda v: len(v) > 0)
+NONEMPTY = Rule("a non-empty string", lambda v: len(v) > 0)
 RUN_NAME = Rule("a folder name without path separators or '..' (runs stay inside --project)", is_run_name)
 DEVICE = Rule("auto, cpu, mps, cuda or cuda:N",
               lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None)
@@ -115,9 +115,11 @@ def check_value(cls, key: str, value):
     """``value`` of field ``key`` of ``cls`` converted to the field's type; ValueError saying what is expected."""
     kinds, optional = _kinds(cls, key)
     rule = cls.RULES.get(key)
-    expected = " or ".join(_KIND_TEXT[k] for k in kinds) + (f" {rule.text}" if rule else "")
-    if any(k == "float" for k in kinds):
-        expected = expected.replace("a number", "a finite number")
+    if rule is not None and kinds == ("str",):  # "one of sgd, adamw" says it all
+        expected = rule.text
+    else:
+        expected = " or ".join(_KIND_TEXT[k] for k in kinds) + (f" {rule.text}" if rule else "")
+    expected = expected.replace("a number", "a finite number")
     if value is None:
         if optional:
             return None
@@ -129,8 +131,7 @@ def check_value(cls, key: str, value):
                 return got
             break
     shown = repr(value)
-    raise ValueError(f"must be {expected}{' (or null)' if optional else ''}, got "
-                     f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+    raise ValueError(f"must be {expected}, got {shown if len(shown) <= 60 else shown[:57] + '...'}")
 
 
 def check_values(cls, values: dict, where: Callable[[str], str]) -> dict:
