@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from .config import ConfigError, TrainConfig, field_names, load_yaml
+from .config import ConfigError, TrainConfig, build_config, field_names, flag_name
 
 
 def parse_kv(items: list[str] | None) -> dict:
@@ -50,6 +50,10 @@ def add_train_parser(sub) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--momentum", type=float)
     g.add_argument("--warmup-epochs", type=int)
+    g.add_argument("--lr-schedule", choices=["cosine", "release"],
+                   help="cosine (default): warm-up then cosine, set every step, LR > 0 to the last step; "
+                        "release: the authors' rule, set once per epoch (the last epoch has LR 0)")
+    g.add_argument("--patience", type=int, help="stop after N epochs without a better test accuracy")
     g = p.add_argument_group("execution")
     g.add_argument("--amp", choices=["none", "bf16", "fp16"])
     g.add_argument("--channels-last", action="store_true", default=None)
@@ -61,38 +65,47 @@ def add_train_parser(sub) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--project", help="parent folder of runs (default runs/train)")
     g.add_argument("--name", help="run folder name (default MODEL-METHOD-DATA)")
-    g.add_argument("--resume", help="continue from this last.pt")
+    g.add_argument("--resume", metavar="RUN",
+                   help="continue a run (its folder or last.pt) with its saved config, in its folder; only "
+                        "--epochs (to extend it), --device and --no-progress may be given with it")
     g.add_argument("--overwrite", action="store_true", default=None, help="allow writing into an existing run folder")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.set_defaults(func=cmd_train)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = load_yaml(args.config) if args.config else {}
-    opts = dict(values.pop("method_options", None) or {})
-    for key in ("modules", "split"):
-        if getattr(args, key, None) is not None:
-            opts[key] = getattr(args, key)
-    opts.update(parse_kv(args.method_opt))
+    """The run's config: a --config YAML overridden by the flags given, or, with --resume, the saved run's."""
     from .methods.replacement import options_from_args
 
+    flags = {name: getattr(args, name, None) for name in field_names()}
+    opts = {k: getattr(args, k) for k in ("modules", "split") if getattr(args, k, None) is not None}
+    opts.update(parse_kv(args.method_opt))
     rep = {k: v for k, v in options_from_args(args).items() if v is not None and k not in ("interval", "blocks")}
-    if rep:
-        values["replace_options"] = {**values.get("replace_options", {}), **rep}
-    for name in field_names():
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = v
-    return TrainConfig(**values, method_options=opts)
+    flags.update(method_options=opts or None, replace_options=rep or None)
+    if args.resume:
+        from .engine.resume import config_for_resume
+        from .engine.run import upgrade_saved_config
+
+        if args.config:
+            raise ConfigError("--resume restores the run's own config; drop --config (a config with a new "
+                              "--name starts a new run)")
+        return config_for_resume(TrainConfig, args.resume, flags, upgrade=upgrade_saved_config,
+                                 where=lambda k: _OPTION_FLAGS.get(k, flag_name(k)))
+    return build_config(TrainConfig, args.config, flags)
+
+
+# the flags that fill the option mappings of TrainConfig
+_OPTION_FLAGS = {"method_options": "--modules/--split/--method-opt", "replace_options": "--replace-*"}
 
 
 def cmd_train(args) -> int:
+    from .engine.distributed import is_main_process
     from .engine.run import train
 
     cfg = config_from_args(args)
     res = train(cfg)
     final = res["final"]
-    if final:
+    if final and is_main_process():  # the other processes of a torchrun job have no test metrics
         print(f"last-epoch test accuracy: {final.get('val_acc', float('nan')):.4f} "
               f"(best-epoch, selected on the test set: {res['best_epoch_acc']:.4f} at epoch {res['best_epoch']})")
     return 0
@@ -134,18 +147,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The library's own error types: a message for the user, no traceback (anything else is a bug and shows one)."""
+    from .data.base import DatasetError
+    from .detection.det_check import DatasetCheckError
+    from .detection.det_formats import DatasetFormatError
+    from .engine.checkpoint import CheckpointError
+
+    return ConfigError, CheckpointError, DatasetError, DatasetFormatError, DatasetCheckError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; exit code 0 on success, 2 for a user's mistake (bad input), 1 when training diverged."""
+    from .engine.trainer import NonFiniteError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "detect"]:  # `leanvision bench detect ...` is the detector bench
         argv = ["detect", "bench", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, TypeError) as e:
+    except (*user_errors(), NonFiniteError) as e:
         if os.environ.get("LEANVISION_DEBUG"):
             raise
-        print(f"leanvision {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        rank = os.environ.get("RANK", "0")
+        where = f" (process {rank})" if rank != "0" else ""
+        print(f"leanvision {args.command}{where}: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, NonFiniteError) else 2
 
 
 if __name__ == "__main__":

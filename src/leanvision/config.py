@@ -1,24 +1,186 @@
 """Training configuration: a dataclass with commented defaults; YAML sets it, flags override.
 
-``None`` means "the default of the model/dataset recipe" (resolved in :func:`resolve`). Unknown
-keys in a YAML file are an error; YAML is loaded with ``yaml.safe_load`` (no code execution).
+``None`` means "the default of the model/dataset recipe" (resolved in ``engine/run.py``). Every value is
+checked where it enters, by one small layer used by both config dataclasses (this one and
+``detection.config.DetectConfig``): a value read from a YAML file is refused with the file and key, a flag
+with the flag's name, and a config built in Python checks itself in ``__post_init__``. The type comes
+from the field's annotation, the range from the class's ``RULES``. Unknown keys are an error; YAML is
+loaded with ``yaml.safe_load`` (no code execution).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, ClassVar
 
 import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration file or value that cannot be used."""
+    """A configuration file or value that cannot be used; the message names the file, key or flag."""
+
+
+# ------------------------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value must be beyond its type: ``text`` completes "must be an integer ...", ``ok`` tests it."""
+
+    text: str
+    ok: Callable[[Any], bool]
+
+
+def at_least(lo: float) -> Rule:
+    return Rule(f">= {lo}", lambda v: v >= lo)
+
+
+def positive() -> Rule:
+    return Rule("> 0", lambda v: v > 0)
+
+
+def between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    text = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return Rule(text, lambda v: (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
+def multiple_of(k: int) -> Rule:
+    return Rule(f"(a positive multiple of {k})", lambda v: v >= k and v % k == 0)
+
+
+def is_run_name(name: str) -> bool:
+    """A plain folder name: not empty, no path separator, not ``.``/``..``, not absolute (runs stay in --project)."""
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+            and not PurePosixPath(name).is_absolute() and not PureWindowsPath(name).drive)
+
+
+NONEMPTY = Rule("a non-empty string", lambda v: len(v) > 0)
+RUN_NAME = Rule("a folder name without path separators or '..' (runs stay inside --project)", is_run_name)
+DEVICE = Rule("auto, cpu, mps, cuda or cuda:N",
+              lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None)
+SEED = between(0, 2**32 - 1)  # numpy's legacy seed range
+
+
+_KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+              "dict": "a mapping (key: value)", "list": "a list"}
+
+
+@functools.cache
+def _kinds(cls, key: str) -> tuple[tuple[str, ...], bool]:
+    """(kinds, optional) of a field from its annotation, e.g. ``"int | None"`` -> ``(("int",), True)``."""
+    ann = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    parts = [p.strip() for p in str(ann).split("|")]
+    return tuple(p for p in parts if p != "None"), "None" in parts
+
+
+def _convert(kind: str, value):
+    """``value`` as ``kind``, or None when it is not one (bool is never an int; YAML's ``1e-3`` is a float)."""
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    if kind == "int":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if kind == "float":
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)
+            return value if math.isfinite(value) else None
+        return None
+    if kind == "str":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # `name: 7` means the folder "7"
+        return value if isinstance(value, str) else None
+    if kind == "dict":
+        return value if isinstance(value, dict) and all(isinstance(k, str) for k in value) else None
+    if kind == "list":
+        return value if isinstance(value, list) else None
+    raise TypeError(f"unsupported config field type {kind!r}")
+
+
+def check_value(cls, key: str, value):
+    """``value`` of field ``key`` of ``cls`` converted to the field's type; ValueError saying what is expected."""
+    kinds, optional = _kinds(cls, key)
+    rule = cls.RULES.get(key)
+    if rule is not None and kinds == ("str",):  # "one of sgd, adamw" says it all
+        expected = rule.text
+    else:
+        expected = " or ".join(_KIND_TEXT[k] for k in kinds) + (f" {rule.text}" if rule else "")
+    expected = expected.replace("a number", "a finite number")
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"must be {expected}, got null")
+    for kind in kinds:
+        got = _convert(kind, value)
+        if got is not None:
+            if rule is None or rule.ok(got):
+                return got
+            break
+    shown = repr(value)
+    raise ValueError(f"must be {expected}, got {shown if len(shown) <= 60 else shown[:57] + '...'}")
+
+
+def check_values(cls, values: dict, where: Callable[[str], str]) -> dict:
+    """Every ``key: value`` checked and converted; a ConfigError starting with ``where(key)`` otherwise."""
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = check_value(cls, key, value)
+        except ValueError as e:
+            raise ConfigError(f"{where(key)} {e}") from None
+    return out
+
+
+def argtype(kind: type, rule: Rule | None = None) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a flag outside the config dataclasses: converts to ``kind`` (finite for float)
+    and checks ``rule``; argparse prints the refusal as one line naming the flag (exit code 2)."""
+
+    def convert(text: str):
+        expected = f"{_KIND_TEXT[kind.__name__]}{' ' + rule.text if rule else ''}"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or (rule is not None and not rule.ok(value)):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    return convert
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+class Checked:
+    """Base of the config dataclasses: a config built in Python checks every value (and converts ints to floats)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_values(type(self), {f.name: getattr(self, f.name)}, lambda k: k)[f.name])
+
+
+# ----------------------------------------------------------------------------------------- config
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     # what to train
     model: str = "resnet32"  # a name from `leanvision models` or timm/<name>
     data: str = "digits"  # cifar10 | cifar100 | svhn | stl10 | imagenet | digits | a path
@@ -36,6 +198,8 @@ class TrainConfig:
     weight_decay: float | None = None  # SGD 1e-4 on all parameters; AdamW 0.05
     momentum: float = 0.9
     warmup_epochs: int | None = None  # 10 for >= 50 epochs, else epochs // 5
+    lr_schedule: str | None = None  # cosine (per step, LR > 0 to the last step) | release (authors' per-epoch rule)
+    patience: int | None = None  # stop after N epochs without a better evaluation accuracy (None: never)
     # execution
     amp: str = "none"  # none | bf16 | fp16
     channels_last: bool = False
@@ -48,9 +212,18 @@ class TrainConfig:
     # output
     project: str = "runs/train"  # runs are written to project/name
     name: str | None = None  # default: model-method-data
-    resume: str | None = None  # path of last.pt to continue from
+    resume: str | None = None  # a run folder or its last.pt to continue from
     overwrite: bool = False  # allow writing into an existing run folder
     progress: bool = True  # progress bar
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "model": NONEMPTY, "data": NONEMPTY, "method": NONEMPTY, "replace_interval": at_least(2),
+        "epochs": at_least(1), "batch_size": at_least(1), "optimizer": one_of("sgd", "adamw"), "lr": positive(),
+        "weight_decay": at_least(0), "momentum": between(0, 1, lo_open=True, hi_open=True),
+        "warmup_epochs": at_least(0), "lr_schedule": one_of("cosine", "release"), "patience": at_least(1),
+        "amp": one_of("none", "bf16", "fp16"), "device": DEVICE, "workers": at_least(0), "seed": SEED,
+        "steps_per_epoch": at_least(1), "subset": at_least(1), "project": NONEMPTY, "name": RUN_NAME,
+    }
 
 
 def field_names(cls=TrainConfig) -> set[str]:
@@ -58,27 +231,40 @@ def field_names(cls=TrainConfig) -> set[str]:
 
 
 def load_yaml(path: str | Path, cls=TrainConfig) -> dict:
-    """Read a YAML config file; unknown keys are an error that lists the valid ones."""
+    """Read a YAML config file into checked values; errors name the file and key (unknown keys list the valid ones)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: e.g. a date out of range
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, found {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{path}: keys must be option names, found {bad[0]!r}")
     data = {k.replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - field_names(cls))
     if unknown:
         valid = ", ".join(sorted(field_names(cls)))
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
-    return data
+    return check_values(cls, data, lambda k: f"{path}: {k}")
+
+
+def build_config(cls, config_path: str | Path | None = None, flags: dict | None = None):
+    """``cls`` from a YAML file (optional) overridden by the flags given (``None`` = not given), all checked."""
+    values = load_yaml(config_path, cls) if config_path else {}
+    given = check_values(cls, {k: v for k, v in (flags or {}).items() if v is not None}, flag_name)
+    for key, value in given.items():  # option mappings (method_options, ...) merge key by key
+        values[key] = {**values[key], **value} if isinstance(value, dict) and key in values else value
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a rule over several values
+        raise ConfigError(f"{config_path or 'flags'}: {e}") from None
 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def save_yaml(cfg, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

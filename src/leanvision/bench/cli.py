@@ -6,7 +6,7 @@ import shlex
 import sys
 from dataclasses import replace
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, argtype, at_least, build_config
 from .recipes import RECIPES
 from .report import add_ratios, write_outputs
 from .rows import parse_rows
@@ -20,8 +20,9 @@ def add_bench_parser(sub) -> None:
                     "batch (resources only); otherwise each row really trains for --epochs on --data.")
     p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml; or 'overhead' to time the "
                    "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench")
-    p.add_argument("--steps", type=int, help="resource-only rows: timed steps per row (after warm-up)")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--steps", type=argtype(int, at_least(1)),
+                   help="resource-only rows: timed steps per row (after warm-up)")
+    p.add_argument("--rounds", type=argtype(int, at_least(1)), default=1,
                    help="resource rows: time in this many rounds with the rows taking turns (median per row), "
                         "for machines shared with other work; memory is still measured row by row")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named, fixed recipe (e.g. cifar10-short)")
@@ -41,38 +42,32 @@ def add_bench_parser(sub) -> None:
 
 
 def base_config(args, recipe: str | None) -> TrainConfig:
-    values = dict(RECIPES[recipe]) if recipe else {}
-    for k in ("data", "data_dir", "epochs", "batch_size", "amp", "channels_last", "device", "seed",
-              "steps_per_epoch"):
-        v = getattr(args, k, None)
-        if v is not None:
-            values[k] = v
-    values.setdefault("progress", False)
-    return TrainConfig(**values)
+    """The recipe's values (if any) with the flags given on top, checked (errors name the flag)."""
+    flags = {k: getattr(args, k, None) for k in ("data", "data_dir", "epochs", "batch_size", "amp", "channels_last",
+                                                  "device", "seed", "steps_per_epoch")}
+    return build_config(TrainConfig, None, {**(RECIPES[recipe] if recipe else {}), "progress": False,
+                                            **{k: v for k, v in flags.items() if v is not None}})
 
 
 def cmd_bench(args) -> int:
-    import torch
 
+    from ..engine.distributed import resolve_device
     from .runner import run_rows
 
     if args.rows == ["overhead"]:  # `leanvision bench overhead`: the trainer vs a bare loop
         from .overhead import trainer_overhead
 
         res = trainer_overhead(batch_size=args.batch_size or 128, steps=args.steps or 10,
-                               device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                               device=str(resolve_device(args.device or "auto")))
         print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
         return 0
     rows = parse_rows(args.rows)
     base = base_config(args, args.recipe)
     if not args.steps and args.epochs is None and not args.recipe:
         raise ConfigError("give --steps N (resource-only rows) or --epochs N / --recipe (training rows)")
-    if args.rounds < 1 or (args.rounds > 1 and not args.steps):
-        raise ConfigError(f"--rounds must be >= 1 and needs --steps (resource rows); got --rounds {args.rounds}")
-    if base.device != "auto":
-        device = torch.device(base.device)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.rounds > 1 and not args.steps:
+        raise ConfigError(f"--rounds {args.rounds} needs --steps (resource rows)")
+    device = resolve_device(base.device)
     done: list[dict] = []
 
     def show(r):
@@ -95,7 +90,7 @@ DEMO_ROWS = ["resnet20:e2e", "resnet20:dgl:modules=4", "resnet20:dgl+mlaan:modul
 def add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="the built-in demo: methods side by side on the bundled digits data")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=argtype(int, at_least(1)))
     p.add_argument("--rows", nargs="+", help=f"override the rows (default: {' '.join(DEMO_ROWS)})")
     p.add_argument("--no-detect", action="store_true", help="skip the detector part of the demo")
     p.set_defaults(func=cmd_demo)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -11,6 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+
+from ..engine.checkpoint import atomic_write_text
+from ..engine.run_folder import write_json
 
 _RATIO_KEYS = ("peak_memory_bytes", "activation_peak_bytes", "ms_per_step", "images_per_s", "trainable_params",
                "train_flops_per_image")
@@ -115,9 +117,9 @@ def write_outputs(rows: list[dict], out_dir: str | Path, title: str, command: st
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     md = render_markdown(rows, title, env, command)
-    (out / "bench.md").write_text(md)
+    atomic_write_text(out / "bench.md", md)
     payload = {"title": title, "command": command, "environment": env, "rows": rows}
-    Path(json_path or out / "bench.json").write_text(json.dumps(payload, indent=2, default=str))
+    write_json(json_path or out / "bench.json", payload, default=str)
     if rows:
         plot(rows, out / "bench.png")
     return md

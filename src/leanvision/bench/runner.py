@@ -11,10 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import TrainConfig
 from ..engine.distributed import DistInfo
-from ..engine.run import build_method, build_optimizer, recipe_defaults, seed_everything, train
+from ..engine.run import build_method, build_model, build_optimizer, recipe_defaults, seed_everything, train
 from ..engine.schedule import WarmupCosine
 from ..engine.trainer import Trainer
-from ..models import create_model
 from .rows import BenchRow
 
 
@@ -27,7 +26,7 @@ def _build_row(row: BenchRow, base: TrainConfig, device: torch.device, num_class
     """Model, method, optimizer and trainer of one resource row, plus its fixed random batch."""
     cfg = row_config(row, base)
     seed_everything(cfg.seed)
-    model = create_model(cfg.model, num_classes=num_classes)
+    model = build_model(cfg, num_classes)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(cfg, model).to(device)

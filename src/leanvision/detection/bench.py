@@ -16,7 +16,6 @@ Writes ``bench.md`` and ``bench.json`` (rows + environment + the command) to ``-
 from __future__ import annotations
 
 import functools
-import json
 import math
 import shlex
 import sys
@@ -27,7 +26,10 @@ import torch
 import yaml
 
 from ..bench.report import environment
-from ..config import ConfigError, field_names
+from ..config import ConfigError, argtype, at_least, field_names, multiple_of
+from ..engine.checkpoint import atomic_write_text
+from ..engine.distributed import resolve_device
+from ..engine.run_folder import write_json
 from ..engine.trainer import Trainer, to_device
 from ..models.yolo import count_parameters, model_gflops
 from .config import DetectConfig
@@ -179,17 +181,18 @@ def render_markdown(rows: list[dict], title: str, env: dict, command: str) -> st
 
 def add_bench_arguments(p) -> None:
     p.add_argument("rows", nargs="*", help="MODEL[:key=value,...], e.g. yolov8n gso-yolo-n:scm=false,box_loss=aiou")
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640], help="input sizes (each row runs at each)")
-    p.add_argument("--steps", type=int, help="resource rows: timed steps per row after warm-up")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--imgsz", type=argtype(int, multiple_of(32)), nargs="+", default=[640],
+                   help="input sizes (each row runs at each)")
+    p.add_argument("--steps", type=argtype(int, at_least(1)), help="resource rows: timed steps per row after warm-up")
+    p.add_argument("--batch", type=argtype(int, at_least(1)), default=8)
     p.add_argument("--data", help="training rows: a data.yaml / COCO json / VOC folder")
-    p.add_argument("--epochs", type=int, help="training rows: epochs per row")
-    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--epochs", type=argtype(int, at_least(1)), help="training rows: epochs per row")
+    p.add_argument("--steps-per-epoch", type=argtype(int, at_least(1)))
     p.add_argument("--ablation", action="store_true", help="add the GSO-YOLO ablation rows (YOLOv8 ... full)")
     p.add_argument("--scale", default="n", choices=list("nsmlx"), help="scale of the ablation rows")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=argtype(int, at_least(0)), default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/detect-bench", help="folder for bench.md, bench.json and runs")
     p.add_argument("--title", default="leanvision detect bench")
@@ -201,7 +204,7 @@ def cmd_bench(args) -> int:
         raise ConfigError("give detector rows (e.g. yolov8n yolov8s) or --ablation")
     if not args.steps and not (args.data and args.epochs):
         raise ConfigError("give --steps N (resource rows) or --data D --epochs N (training rows)")
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     done = []
@@ -219,8 +222,8 @@ def cmd_bench(args) -> int:
     command = "leanvision detect bench " + " ".join(shlex.quote(a) for a in _bench_argv())
     env = environment()
     md = render_markdown(done, args.title, env, command)
-    (out / "bench.md").write_text(md)
-    (out / "bench.json").write_text(json.dumps({"command": command, "environment": env, "rows": done}, indent=2))
+    atomic_write_text(out / "bench.md", md)
+    write_json(out / "bench.json", {"command": command, "environment": env, "rows": done})
     print(md)
     print(f"wrote {out / 'bench.md'} and {out / 'bench.json'}")
     return 0

@@ -1,8 +1,9 @@
 """``leanvision detect train|val|predict|synth|convert|bench``: the detector commands.
 
 Flags mirror ``leanvision train``: a ``--config`` YAML (keys of :class:`DetectConfig`) sets defaults, flags
-override; a flag left out means "the config's value". ``--resume last.pt`` continues with the checkpoint's
-saved config (flags given still override, e.g. ``--epochs``).
+override; a flag left out means "the config's value". ``--resume RUN`` (or ``RUN/last.pt``) continues with
+the checkpoint's saved config; flags given with it may only extend ``--epochs`` or change ``--device``,
+``--no-progress``, ``--no-plots`` (see :mod:`leanvision.engine.resume`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..config import ConfigError, field_names, load_yaml
+from ..config import RUN_NAME, ConfigError, argtype, at_least, between, build_config, field_names, multiple_of
 from .config import DetectConfig
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -27,7 +28,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "box_loss": "box IoU loss: ciou (YOLOv8) | eiou | aiou (GSO-YOLO)",
         "amp": "auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16",
         "device": "auto | cpu | cuda | cuda:N", "project": "parent folder of runs (default runs/detect)",
-        "name": "run folder name (default train, numbered when it exists)", "resume": "continue from this last.pt",
+        "name": "run folder name (default train, numbered when it exists)",
+        "resume": "continue a run (its folder or last.pt) with its saved config, in its folder; only --epochs (to "
+                  "extend it), --device, --no-progress and --no-plots may be given with it",
         "patience": "early stop after N epochs without a better mAP50-95 (default 100)",
         "nbs": "nominal batch: gradients accumulate over round(nbs/batch) batches (default 64)",
         "close_mosaic": "turn mosaic off for the last N epochs (default 10)",
@@ -59,29 +62,28 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DetectConfig:
-    values: dict = {}
-    if getattr(args, "resume", None):  # continue with the run's own settings
-        from ..engine.checkpoint import load_checkpoint
+    """The run's config: a --config YAML overridden by the flags given, or, with --resume, the saved run's."""
+    flags = {name: getattr(args, name, None) for name in field_names(DetectConfig)}
+    if getattr(args, "resume", None):
+        from ..engine.resume import config_for_resume
+        from .train import upgrade_saved_config
 
-        saved = load_checkpoint(args.resume).get("config", {})
-        values = {k: v for k, v in saved.items() if k in field_names(DetectConfig)}
-    if args.config:
-        values.update(load_yaml(args.config, cls=DetectConfig))
-    for name in field_names(DetectConfig):
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = v
-    return DetectConfig(**values)
+        if getattr(args, "config", None):
+            raise ConfigError("--resume restores the run's own config; drop --config (a config with a new "
+                              "--name starts a new run)")
+        return config_for_resume(DetectConfig, args.resume, flags, upgrade=upgrade_saved_config)
+    return build_config(DetectConfig, args.config, flags)
 
 
 def cmd_train(args) -> int:
+    from ..engine.distributed import is_main_process
     from .train import train_detector
 
     cfg = config_from_args(args)
     if not cfg.data:
         raise ConfigError("give --data (a data.yaml, COCO .json or VOC folder)")
     res = train_detector(cfg)
-    if "val" in res:
+    if "val" in res and is_main_process():
         v = res["val"]
         print(f"results in {res['run_dir']}: P {v['precision']:.3f} R {v['recall']:.3f} mAP50 {v['map50']:.3f} "
               f"mAP50-95 {v['map']:.3f} (best.pt, epoch {res['best_epoch']})")
@@ -89,16 +91,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_val(args) -> int:
-    import json
-
-    import torch
-
+    from ..engine.distributed import resolve_device
+    from ..engine.run_folder import write_json
     from .det_dataset import build_detection_loader
     from .evaluate import format_results
     from .train import load_detection_data, resolve_amp
     from .val import load_detector, validate
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     model, cfg = load_detector(args.weights, device)
     names = cfg["detector"]["names"]
     splits, data_names = load_detection_data(args.data or cfg.get("data", ""), on_error="skip")
@@ -115,13 +115,15 @@ def cmd_val(args) -> int:
     print(f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, {sp['nms']:.1f} ms NMS "
           f"per image at {imgsz} on {device}")
     if args.json:
-        Path(args.json).write_text(json.dumps({k: v for k, v in res.items() if k != "predictions"}, indent=2))
+        write_json(args.json, {k: v for k, v in res.items() if k != "predictions"})
     return 0
 
 
 def cmd_predict(args) -> int:
     from .predict import predict
 
+    if not RUN_NAME.ok(args.name):
+        raise ConfigError(f"--name must be {RUN_NAME.text}, got {args.name!r}")
     out = Path(args.project) / args.name
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         n = 2
@@ -173,15 +175,15 @@ def add_detect_parser(sub) -> None:
     v.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`")
     v.add_argument("--data", help="data.yaml, COCO json or VOC folder (default: the training data)")
     v.add_argument("--split", default="val", help="val (default) or train")
-    v.add_argument("--imgsz", type=int, help="default: the training size")
-    v.add_argument("--batch", type=int, default=16)
+    v.add_argument("--imgsz", type=argtype(int, multiple_of(32)), help="default: the training size")
+    v.add_argument("--batch", type=argtype(int, at_least(1)), default=16)
     v.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
                    help="rectangular batches: images in aspect-ratio order, each batch letterboxed to one stride-32 "
                         "shape with a half-stride border, as YOLOv8's val (default on; --no-rect: squares of imgsz)")
-    v.add_argument("--conf", type=float, default=0.001)
-    v.add_argument("--iou", type=float, default=0.7)
+    v.add_argument("--conf", type=argtype(float, between(0, 1)), default=0.001)
+    v.add_argument("--iou", type=argtype(float, between(0, 1)), default=0.7)
     v.add_argument("--device", default="auto")
-    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--workers", type=argtype(int, at_least(0)), default=2)
     v.add_argument("--json", help="also write the metrics here")
     v.set_defaults(func=cmd_val)
 
@@ -190,9 +192,9 @@ def add_detect_parser(sub) -> None:
                                     "original-image pixels) to PROJECT/NAME.")
     q.add_argument("--weights", required=True)
     q.add_argument("--source", required=True, help="an image or a folder of images")
-    q.add_argument("--imgsz", type=int, help="default: the training size")
-    q.add_argument("--conf", type=float, default=0.25)
-    q.add_argument("--iou", type=float, default=0.7)
+    q.add_argument("--imgsz", type=argtype(int, multiple_of(32)), help="default: the training size")
+    q.add_argument("--conf", type=argtype(float, between(0, 1)), default=0.25)
+    q.add_argument("--iou", type=argtype(float, between(0, 1)), default=0.7)
     q.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels (with confidence)")
     q.add_argument("--no-json", action="store_true", help="do not write predictions.json")
     q.add_argument("--project", default="runs/detect")
@@ -203,10 +205,10 @@ def add_detect_parser(sub) -> None:
 
     s = dsub.add_parser("synth", help="write a synthetic construction-site dataset in YOLO format")
     s.add_argument("--out", required=True)
-    s.add_argument("--images", type=int, default=200)
-    s.add_argument("--imgsz", type=int, default=320, help="side of the square images")
+    s.add_argument("--images", type=argtype(int, at_least(1)), default=200)
+    s.add_argument("--imgsz", type=argtype(int, at_least(32)), default=320, help="side of the square images")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--val-fraction", type=argtype(float, between(0, 1, hi_open=True)), default=0.2)
     s.set_defaults(func=cmd_synth)
 
     c = dsub.add_parser("convert", help="convert VOC / COCO / SODA / MOCS / CIS to a YOLO dataset",

@@ -2,15 +2,22 @@
 
 A YAML file sets it (:func:`leanvision.config.load_yaml` with ``cls=DetectConfig``: unknown keys are an
 error), ``leanvision detect train`` flags override it. ``None`` means "the model's or device's default".
+Every value is checked by the classifier config's layer (:class:`leanvision.config.Checked`) against the
+field's type and the ``RULES`` below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from ..config import DEVICE, NONEMPTY, RUN_NAME, SEED, Checked, Rule, at_least, between, multiple_of, one_of, positive
+
+BOX_LOSSES = ("ciou", "eiou", "aiou", "diou", "giou", "iou")
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(Checked):
     # what to train
     model: str = "yolov8n"  # a name from list_detectors(): yolov8n/s/m/l/x, gso-yolo-n/s/m/l/x
     data: str = ""  # data.yaml (YOLO) | COCO .json | VOC root folder (holding Annotations/)
@@ -70,3 +77,18 @@ class DetectConfig:
     overwrite: bool = False  # reuse an existing run folder
     plots: bool = True  # results.png and a val-batch prediction image
     progress: bool = True  # progress bar
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "model": NONEMPTY, "on_error": one_of("skip", "fail"), "box_loss": one_of(*BOX_LOSSES),
+        "method": one_of("e2e", "replacement"), "replace_interval": at_least(2), "epochs": at_least(1),
+        "patience": at_least(1), "batch": at_least(1), "imgsz": multiple_of(32), "nbs": at_least(1),
+        "lr0": positive(), "lrf": at_least(0), "momentum": between(0, 1, lo_open=True, hi_open=True),
+        "weight_decay": at_least(0), "warmup_epochs": at_least(0), "warmup_min_iters": at_least(0),
+        "warmup_momentum": between(0, 1, hi_open=True), "warmup_bias_lr": at_least(0), "box": at_least(0),
+        "cls": at_least(0), "dfl": at_least(0), "mosaic": between(0, 1), "close_mosaic": at_least(0),
+        "mosaic_buffer": at_least(0), "translate": between(0, 1), "scale": between(0, 1, hi_open=True),
+        "perspective": at_least(0), "hsv_h": between(0, 1), "hsv_s": between(0, 1), "hsv_v": between(0, 1),
+        "fliplr": between(0, 1), "amp": one_of("auto", "none", "bf16", "fp16"), "device": DEVICE,
+        "workers": at_least(0), "seed": SEED, "steps_per_epoch": at_least(1), "project": NONEMPTY,
+        "name": RUN_NAME,
+    }

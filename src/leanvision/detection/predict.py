@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
+from ..engine.distributed import resolve_device
 from ..engine.trainer import to_device
 from .augment import letterbox, resize_long_side, scale_boxes_to_original
 from .det_dataset import load_rgb
@@ -31,7 +33,7 @@ def list_sources(source: str | Path) -> list[Path]:
         return files
     if src.is_file():
         if src.suffix.lower() not in IMG_EXTS:
-            raise ValueError(f"{src}: not an image file ({', '.join(IMG_EXTS)})")
+            raise ConfigError(f"{src}: not an image file ({', '.join(IMG_EXTS)})")
         return [src]
     raise FileNotFoundError(f"{src}: no such image or folder")
 
@@ -64,15 +66,14 @@ def predict(
     image, class, name, score, box xyxy in original pixels) and with ``save_txt`` ``out_dir/labels/<stem>.txt``
     (YOLO ``cls cx cy w h conf``, normalised). Returns the records.
     """
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     model, cfg = load_detector(weights, dev)
     channels_last = resolve_channels_last(None, dev)
     net = inference_net(model, fuse=True, channels_last=channels_last)  # as validation runs it
     names: Sequence[str] = cfg["detector"]["names"]
     imgsz = imgsz or int(cfg.get("imgsz", 640))
-    if imgsz % 32:
-        raise ValueError(f"imgsz must be a multiple of 32, got {imgsz}")
+    if imgsz < 32 or imgsz % 32:
+        raise ConfigError(f"--imgsz must be a positive multiple of 32, got {imgsz}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []

@@ -8,16 +8,18 @@ The data may be a YOLO ``data.yaml``, a COCO ``.json`` or a Pascal VOC root (a f
 
 from __future__ import annotations
 
-import json
-import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, save_yaml, to_dict
+from ..config import ConfigError, to_dict
+from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import DistInfo, broadcast_module, cleanup, init_distributed
+from ..engine.resume import NOT_SAVED, check_resume, resume_path, saved_values
 from ..engine.run import seed_everything
+from ..engine.run_folder import clear_run, write_config, write_json
 from ..engine.trainer import Trainer
 from .config import DetectConfig
 from .det_check import check_dataset, load_yolo_dataset
@@ -112,19 +114,36 @@ def model_overrides(cfg: DetectConfig) -> dict:
 
 
 def run_dir_for(cfg: DetectConfig) -> Path:
-    """``project/name``; without an explicit name an existing run gets a number (train, train2, ...)."""
+    """``project/name``; without an explicit name an existing run gets a number (train, train2, ...).
+
+    A resumed run's folder is its checkpoint's.
+    """
     if cfg.resume:
-        return Path(cfg.resume).resolve().parent
+        return resume_path(cfg.resume).resolve().parent
     base = Path(cfg.project) / (cfg.name or "train")
     if cfg.overwrite or not (base.exists() and any(base.iterdir())):
         return base
     if cfg.name:
-        raise ConfigError(f"{base} already holds a run; pass --overwrite, --resume {base / 'last.pt'} "
-                          "or another --name")
+        raise ConfigError(f"{base} already holds a run; pass --overwrite, --resume {base} or another --name")
     n = 2
     while (Path(cfg.project) / f"train{n}").exists():
         n += 1
     return Path(cfg.project) / f"train{n}"
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+    """A checkpoint's config as this version saves it: earlier versions wrote the method's internal name
+    ("yolo") over ``method`` (which made their runs impossible to resume) and kept the amp and memory
+    format the run used under ``resolved``."""
+    saved = dict(saved)
+    resolved = saved.get("resolved") or {}
+    if saved.get("amp") == "auto" and "amp" in resolved:
+        saved["amp"] = resolved["amp"]
+    if saved.get("channels_last") is None and "channels_last" in resolved:
+        saved["channels_last"] = resolved["channels_last"]
+    if saved.get("method") not in ("e2e", "replacement"):
+        saved["method"] = "replacement" if (saved.get("detector") or {}).get("replacement") else "e2e"
+    return saved
 
 
 def train_detector(cfg: DetectConfig) -> dict:
@@ -141,14 +160,13 @@ def train_detector(cfg: DetectConfig) -> dict:
 
 
 def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
-    if cfg.imgsz % 32:
-        raise ConfigError(f"imgsz must be a multiple of 32 (the largest stride), got {cfg.imgsz}")
     if cfg.batch % dist.world_size:
         raise ConfigError(f"batch {cfg.batch} is not divisible by {dist.world_size} processes")
     overrides = model_overrides(cfg)  # fail on a bad switch before reading the data
-    if cfg.method not in ("e2e", "replacement"):
-        raise ConfigError(f"unknown method {cfg.method!r}; detectors train with e2e or replacement")
-    run_dir = run_dir_for(cfg)
+    run_dir, ckpt = run_dir_for(cfg), None
+    if cfg.resume:
+        ckpt = load_checkpoint(resume_path(cfg.resume), map_location=device)
+        ckpt["config"] = upgrade_saved_config(ckpt.get("config") or {})
     seed_everything(cfg.seed)
     splits, names = load_detection_data(cfg.data, cfg.on_error, cfg.seed)
     if not splits["train"]:
@@ -166,9 +184,12 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
                                         distributed=False, rect=cfg.rect)
 
     spec = detector_spec(cfg.model, names, overrides)
-    model = build_detector(spec)
-    if cfg.method == "replacement":  # saved in the spec so load_detector can rebuild and materialise it
-        spec["replacement"] = apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter).options
+    try:
+        model = build_detector(spec)
+        if cfg.method == "replacement":  # saved in the spec so load_detector can rebuild and materialise it
+            spec["replacement"] = apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter).options
+    except ValueError as e:  # an unknown detector name, or Bottlenecks that cannot be replaced
+        raise ConfigError(f"--model {cfg.model} (--method {cfg.method}): {e}") from None
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -193,19 +214,28 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
             return {}
         return scalar_metrics(validate(m, val_loader, names, device, amp, channels_last=channels_last))
 
-    config = {**to_dict(cfg), "detector": spec, "method": method.name,
-              "resolved": {"amp": amp, "channels_last": channels_last, "accumulate": accumulate,
-                           "weight_decay": weight_decay, "world_size": dist.world_size}}
+    effective = {k: v for k, v in to_dict(replace(cfg, amp=amp, channels_last=channels_last, name=run_dir.name)).items()
+                 if k not in NOT_SAVED}
+    if ckpt is not None:  # a resume from Python is held to the same word as one from the command line
+        path = resume_path(cfg.resume)
+        saved = saved_values(DetectConfig, ckpt, path)
+        check_resume(saved, {k: v for k, v in effective.items() if k not in ("project", "name")},
+                     int(ckpt["epoch"]), path, where=lambda k: f"config value {k}")
+        effective.update(project=saved["project"], name=saved["name"])
+    config = {**effective, "detector": spec,
+              "resolved": {"accumulate": accumulate, "weight_decay": weight_decay, "world_size": dist.world_size}}
     trainer = Trainer(method, optimizer, schedule, train_loader, evaluate, run_dir, cfg.epochs, config, device,
                       fitness="map", amp=amp, channels_last=channels_last, dist=dist,
                       patience=cfg.patience if cfg.val else None,
                       steps_per_epoch=cfg.steps_per_epoch, progress=cfg.progress, on_epoch_start=on_epoch_start,
                       accumulate=accumulate)
-    if cfg.resume:
-        trainer.resume(cfg.resume)
+    if ckpt is not None:
+        trainer.load_state(ckpt, cfg.resume)
     if dist.is_main:
+        if ckpt is None and cfg.overwrite:
+            clear_run(run_dir)  # the old run's rows and checkpoints must not mix with this one's
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, run_dir / "config.yaml")
+        write_config(run_dir, effective)
         print(f"{cfg.model} ({method.describe()}) on {cfg.data}: {len(splits['train'])} train / "
               f"{len(splits['val'])} val images, {len(names)} classes | {device} x{dist.world_size}, amp {amp}, "
               f"batch {cfg.batch} x accumulate {accumulate} | run: {run_dir}")
@@ -227,16 +257,6 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
         plot_val_batch(res["predictions"], names, run_dir / "val_batch0_pred.jpg")
     val = {k: v for k, v in res.items() if k != "predictions"}
     result.update(val=val, run_dir=str(run_dir))
-    (run_dir / "results.json").write_text(json.dumps(_jsonable(result), indent=2))
+    write_json(run_dir / "results.json", result)
     return result
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 

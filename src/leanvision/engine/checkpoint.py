@@ -1,6 +1,6 @@
-"""One checkpoint writer: a single dict, written to a temporary file and renamed into place.
+"""One writer for checkpoints and every run artefact: a temporary file, fsync, rename, fsync of the folder.
 
-A crash or kill during a save leaves the previous checkpoint intact; loading never unpickles
+A crash or kill during a save leaves the previous file intact; loading never unpickles
 arbitrary objects (``weights_only=True``), so a downloaded checkpoint cannot run code.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -19,14 +21,36 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or belongs to another model/method."""
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``."""
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make a rename inside ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not support fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync it, rename it into place, fsync the folder.
+
+    A crash or kill at any point leaves either the old file or the new one, never a mix; a kill before the
+    rename can leave a ``.NAME.*.tmp`` file (``run_folder.remove_stale_temp_files`` clears those of a run).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); give it the permissions open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -34,21 +58,17 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_folder(path.parent)
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

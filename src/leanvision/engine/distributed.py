@@ -17,6 +17,8 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from ..config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,6 +35,34 @@ class DistInfo:
         return self.rank == 0
 
 
+def resolve_device(device: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The torch device for ``--device`` (auto | cpu | mps | cuda | cuda:N); ConfigError when it is not usable here.
+
+    ``auto`` is CUDA when available, else CPU. A bare ``cuda`` means GPU ``local_rank`` under torchrun,
+    else the current GPU.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, mps, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: PyTorch sees no CUDA GPU on this machine; use --device cpu "
+                              "(or auto)")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu (or auto)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {device}: leanvision runs on auto, cpu, mps, cuda or cuda:N")
+    return dev
+
+
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); pick the device.
 
@@ -41,11 +71,7 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
+    dev = resolve_device(device, local if world > 1 else None)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -53,16 +79,47 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local), dev
 
 
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 under torchrun: the process that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _enabled() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def broadcast_values(values: list[float], device: torch.device, src: int = 0) -> list[float]:
+    """Rank ``src``'s ``values`` on every rank (float64; unchanged in a single process).
+
+    Decisions that only rank ``src`` can take (it alone evaluates) are broadcast this way, so that every
+    rank stops, continues and saves in step.
+    """
+    if not _enabled():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src)
+    return t.tolist()
+
+
+def all_ranks_agree(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on every rank (``flag`` itself in a single process)."""
+    if not _enabled():
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def broadcast_module(module: nn.Module, src: int = 0) -> None:
     """Make every rank start from rank ``src``'s parameters and buffers."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if _enabled():
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, src)
 
 
 def average_gradients(params, bucket_bytes: int = 25 << 20) -> None:
     """All-reduce and average ``.grad`` of ``params`` across ranks, in flat buckets (as DDP does)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if not _enabled():
         return
     world = dist.get_world_size()
     grads = [p.grad for p in params if p.grad is not None]

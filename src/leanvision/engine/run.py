@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import ConfigError, TrainConfig, save_yaml, to_dict
+from ..config import ConfigError, TrainConfig, field_names, to_dict
 from ..data import build_dataset, build_loader
 from ..methods import Method, create_method
 from ..models import create_model
+from .checkpoint import load_checkpoint
 from .distributed import DistInfo, broadcast_module, cleanup, init_distributed
-from .schedule import WarmupCosine
+from .resume import NOT_SAVED, check_resume, resume_path, saved_values
+from .run_folder import clear_run, write_config
+from .schedule import build_schedule
 from .trainer import Trainer, evaluate_classifier
 
 
@@ -44,7 +48,28 @@ def recipe_defaults(cfg: TrainConfig, model: nn.Module) -> dict:
     else:
         raise ConfigError(f"optimizer must be sgd or adamw, got {opt!r}")
     warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else (10 if cfg.epochs >= 50 else cfg.epochs // 5)
-    return {"optimizer": opt, "lr": lr, "weight_decay": wd, "warmup_epochs": warmup}
+    return {"optimizer": opt, "lr": lr, "weight_decay": wd, "warmup_epochs": warmup,
+            "lr_schedule": cfg.lr_schedule or "cosine"}
+
+
+def method_defaults(cfg: TrainConfig, method: Method) -> TrainConfig:
+    """``cfg`` with the method's :meth:`~leanvision.methods.Method.recipe_defaults` where ``cfg`` has None."""
+    wanted = method.recipe_defaults()
+    unknown = sorted(set(wanted) - field_names())
+    if unknown:  # a method's bug, not the user's
+        raise TypeError(f"{type(method).__name__}.recipe_defaults() names unknown config keys {unknown}")
+    return replace(cfg, **{k: v for k, v in wanted.items() if getattr(cfg, k) is None})
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+    """A checkpoint's config as this version saves it: runs saved before the effective values were recorded
+    kept them under ``resolved``, and trained with the per-epoch release schedule."""
+    saved = dict(saved)
+    for k, v in (saved.get("resolved") or {}).items():
+        if saved.get(k) is None:
+            saved[k] = v
+    saved.setdefault("lr_schedule", "release")
+    return saved
 
 
 def build_optimizer(method: Method, opt: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
@@ -54,8 +79,26 @@ def build_optimizer(method: Method, opt: str, lr: float, weight_decay: float, mo
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The classifier ``cfg.model``; a name that is not one is a ConfigError listing the valid ones."""
+    try:
+        return create_model(cfg.model, num_classes=num_classes)
+    except (ValueError, TypeError) as e:  # an unknown name, or a timm model that is not a block list
+        raise ConfigError(f"--model {cfg.model}: {e}") from None
+
+
 def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Method:
-    """The method of ``cfg``; with another method, Replacement Learning is applied to the model first."""
+    """The method of ``cfg`` (options that do not fit it or the model: ConfigError); with another method,
+    Replacement Learning is applied to the model first."""
+    try:
+        return _build_method(cfg, model, mean, std)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # the builders' checks of the options a user gave
+        raise ConfigError(f"--method {cfg.method}: {e}") from None
+
+
+def _build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Method:
     options = dict(cfg.method_options)
     if cfg.method == "replacement":
         options = {"interval": cfg.replace_interval, "blocks": cfg.replace_blocks, **cfg.replace_options, **options}
@@ -74,12 +117,19 @@ def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Met
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
+    """``project/name`` (default name MODEL-METHOD-DATA); a resumed run's folder is its checkpoint's."""
+    if cfg.resume:
+        return resume_path(cfg.resume).resolve().parent
     name = cfg.name or f"{cfg.model.replace('/', '_')}-{cfg.method}-{Path(cfg.data).stem}"
     return Path(cfg.project) / name
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train according to ``cfg`` (single process, or one rank under ``torchrun``); returns the result."""
+    """Train according to ``cfg`` (single process, or one rank under ``torchrun``); returns the result.
+
+    With ``cfg.resume`` (a run folder or its last.pt) the run continues in that folder, and every value of
+    ``cfg`` must agree with the saved run except those :mod:`.resume` allows to change.
+    """
     dist, device = init_distributed(cfg.device)
     try:
         return _train(cfg, dist, device)
@@ -88,9 +138,13 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
-    run_dir = run_dir_for(cfg)
-    if dist.is_main and run_dir.exists() and any(run_dir.iterdir()) and not (cfg.overwrite or cfg.resume):
-        raise ConfigError(f"{run_dir} already holds a run; pass --overwrite, --resume {run_dir / 'last.pt'} or --name")
+    run_dir, ckpt = run_dir_for(cfg), None
+    if cfg.resume:
+        path = resume_path(cfg.resume)
+        ckpt = load_checkpoint(path, map_location=device)
+        ckpt["config"] = upgrade_saved_config(ckpt.get("config") or {})
+    elif dist.is_main and run_dir.exists() and any(run_dir.iterdir()) and not cfg.overwrite:
+        raise ConfigError(f"{run_dir} already holds a run; pass --overwrite, --resume {run_dir} or another --name")
     seed_everything(cfg.seed)
     train_set = build_dataset(cfg.data, train=True, root=cfg.data_dir)
     test_set = build_dataset(cfg.data, train=False, root=cfg.data_dir)
@@ -99,8 +153,12 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
         train_set = train_set.subset(np.sort(idx))
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"batch size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+    if len(train_set) < cfg.batch_size:  # the last incomplete batch is dropped: no step at all
+        what = f"--subset {cfg.subset} keeps" if cfg.subset else f"{cfg.data} has"
+        raise ConfigError(f"{what} {len(train_set)} training images, fewer than one batch (--batch-size "
+                          f"{cfg.batch_size}); give a larger --subset or a smaller --batch-size")
     per_rank = cfg.batch_size // dist.world_size
-    model = create_model(cfg.model, num_classes=train_set.num_classes)
+    model = build_model(cfg, train_set.num_classes)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spec = train_set.spec
@@ -109,24 +167,35 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
     if cfg.compile:
         for block in method.model.blocks:
             block.compile()
+    cfg = method_defaults(cfg, method)
     hp = recipe_defaults(cfg, model)
+    effective = {k: v for k, v in to_dict(replace(cfg, **hp, name=run_dir.name)).items() if k not in NOT_SAVED}
+    if ckpt is not None:  # a resume from Python is held to the same word as one from the command line
+        path = resume_path(cfg.resume)
+        saved = saved_values(TrainConfig, ckpt, path)
+        check_resume(saved, {k: v for k, v in effective.items() if k not in ("project", "name")},
+                     int(ckpt["epoch"]), path, where=lambda k: f"config value {k}")
+        effective.update(project=saved["project"], name=saved["name"])
     optimizer = build_optimizer(method, hp["optimizer"], hp["lr"], hp["weight_decay"], cfg.momentum)
-    schedule = WarmupCosine(hp["lr"], cfg.epochs, hp["warmup_epochs"])
+    schedule = build_schedule(hp["lr_schedule"], hp["lr"], cfg.epochs, hp["warmup_epochs"])
     train_loader = build_loader(train_set, batch_size=per_rank, train=True, device=device, drop_last=True,
                                 seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, workers=cfg.workers)
     test_loader = build_loader(test_set, batch_size=max(per_rank, 256), train=False, device=device,
                                drop_last=False, seed=cfg.seed, workers=cfg.workers)
-    config = {**to_dict(cfg), "resolved": hp, "world_size": dist.world_size, "method_description": method.describe()}
+    config = {**effective, "world_size": dist.world_size, "method_description": method.describe()}
     trainer = Trainer(
         method, optimizer, schedule, train_loader,
         evaluate=lambda m: evaluate_classifier(m, test_loader, device, cfg.amp, cfg.channels_last),
         run_dir=run_dir, epochs=cfg.epochs, config=config, device=device, amp=cfg.amp,
-        channels_last=cfg.channels_last, dist=dist, steps_per_epoch=cfg.steps_per_epoch, progress=cfg.progress,
+        channels_last=cfg.channels_last, dist=dist, patience=cfg.patience, steps_per_epoch=cfg.steps_per_epoch,
+        progress=cfg.progress,
     )
-    if cfg.resume:
-        trainer.resume(cfg.resume)
+    if ckpt is not None:
+        trainer.load_state(ckpt, cfg.resume)
     if dist.is_main:
+        if ckpt is None and cfg.overwrite:
+            clear_run(run_dir)  # the old run's rows and checkpoints must not mix with this one's
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, run_dir / "config.yaml")
+        write_config(run_dir, effective)
         print(f"{method.describe()} | {cfg.model} on {cfg.data} | {device} x{dist.world_size} | run: {run_dir}")
     return trainer.fit()

@@ -7,9 +7,7 @@ Read top to bottom: :func:`train_one_epoch`, :func:`evaluate_classifier`, then :
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -20,12 +18,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
-from .distributed import DistInfo, average_gradients
+from .distributed import DistInfo, all_ranks_agree, average_gradients, broadcast_values
 from .meter import ResourceMeter, StepStats
+from .run_folder import remove_stale_temp_files, write_json, write_metrics
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinity; the run stops, and nothing non-finite is ever saved."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """The loss became NaN or infinite."""
+
+
+class NonFiniteStateError(NonFiniteError):
+    """After an epoch, a weight, a buffer (BatchNorm statistics, EMA) or a validation metric is not finite."""
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """Name of the first floating-point tensor of ``state`` holding NaN or infinity, else None."""
+    for name, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
 
 
 def to_device(obj, device: torch.device, channels_last: bool = False):
@@ -152,7 +167,9 @@ class Trainer:
         self.show_progress = progress and self.dist.is_main
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
         self.meter = ResourceMeter(method, device, warmup=meter_warmup, track_steps=meter_track_steps)
-        self.start_epoch, self.best, self.best_epoch = 0, -math.inf, -1
+        self.start_epoch, self.best, self.best_epoch, self.stale = 0, -math.inf, -1, 0
+        self.saved_epoch: int | None = None  # the epoch of the last checkpoint written (or resumed from)
+        self.bad: str | None = None  # what non_finite found (rank 0)
         self.history: list[dict] = []
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -175,10 +192,12 @@ class Trainer:
         with autocast(self.device, self.amp):
             out = self.method.train_step(images, targets, self.backward)
         loss = out["loss"].detach().float()
-        if not torch.isfinite(loss):
+        # every rank takes the same decision, or the others would wait for this one forever
+        if not all_ranks_agree(bool(torch.isfinite(loss)), loss.device):
+            where = " on at least one process" if self.dist.enabled else ""
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at epoch {epoch + 1}, step {it + 1}; the last good checkpoint is "
-                f"{self.run_dir / 'last.pt'}. Lower the learning rate, or use --amp bf16 instead of fp16."
+                f"the loss is not finite{where} at epoch {epoch + 1}, step {it + 1} (here: {loss.item()}); "
+                f"{self.last_good()}. Lower the learning rate, or use --amp bf16 instead of fp16."
             )
         if acc > 1 and (it + 1) % acc and (self.epoch_batches is None or it + 1 < self.epoch_batches):
             return out  # mid-group: keep summing gradients
@@ -203,14 +222,24 @@ class Trainer:
             "epoch": epoch,  # completed epochs
             "best": self.best,
             "best_epoch": self.best_epoch,
+            "stale": self.stale,  # epochs since the last improvement (early stopping)
             "history": self.history,
             "rng": rng_state(),
             "config": self.config,
         }
 
+    def last_good(self) -> str:
+        """Where the run can be continued from, for error messages."""
+        if self.saved_epoch is None:
+            return "no checkpoint was written"
+        return f"the last finite checkpoint is {self.run_dir / 'last.pt'} (epoch {self.saved_epoch})"
+
     def resume(self, path: str | Path) -> None:
-        """Continue exactly where ``path`` (a ``last.pt``) stopped: weights, optimizer, RNG, epoch."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        """Continue exactly where ``path`` (a ``last.pt``) stopped: weights, optimizer, RNG, epoch, patience."""
+        self.load_state(load_checkpoint(path, map_location=self.device), path)
+
+    def load_state(self, ckpt: dict, path: str | Path) -> None:
+        """Restore a checkpoint dict read from ``path`` (see :meth:`resume`)."""
         old = ckpt.get("config", {})
         for key in ("model", "method"):
             if key in old and key in self.config and old[key] != self.config[key]:
@@ -218,6 +247,9 @@ class Trainer:
                     f"{path}: checkpoint was trained with {key}={old[key]!r}, this run asks for "
                     f"{key}={self.config[key]!r}; resume with the same {key} or start a new run"
                 )
+        bad = first_non_finite(ckpt["method"])
+        if bad is not None:
+            raise CheckpointError(f"{path}: {bad} holds NaN or infinity; it cannot be resumed")
         try:
             self.method.load_state_dict(ckpt["method"])
         except RuntimeError as e:
@@ -226,6 +258,8 @@ class Trainer:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch, self.best, self.best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
+        self.stale = int(ckpt.get("stale", 0))
+        self.saved_epoch = self.start_epoch
         self.history = list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
 
@@ -242,30 +276,60 @@ class Trainer:
         return self._tb
 
     def log(self, row: dict) -> None:
+        """Show ``row`` (already in ``history``) and rewrite the metrics files from the history."""
         tb = self._tensorboard()
         if tb is not None:
             for k, v in row.items():
                 if isinstance(v, int | float) and k != "epoch":
                     tb.add_scalar(k, v, row["epoch"])
             tb.flush()
-        self.history.append(row)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        path = self.run_dir / "metrics.csv"
-        keys = list(dict.fromkeys(k for r in self.history for k in r))
-        with open(path, "w", newline="") as f:  # rewritten so late-appearing columns get a header
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
+        write_metrics(self.run_dir, self.history)
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
     # -- the loop ----------------------------------------------------------------------------------
+    def non_finite(self, metrics: dict) -> str | None:
+        """What is not finite after an epoch (a tensor of the method, or a validation metric), else None."""
+        bad = first_non_finite(self.method.state_dict())
+        if bad is not None:
+            return f"{bad} holds NaN or infinity"
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"the validation {k} is {v}"
+        return None
+
+    def decide(self, epoch: int, metrics: dict) -> tuple[bool, bool, bool]:
+        """(state is finite, improved, stop) after ``epoch``: taken on rank 0 (it alone evaluates), then broadcast.
+
+        Updates ``best``, ``best_epoch`` and ``stale`` identically on every rank.
+        """
+        finite = improved = True
+        if self.dist.is_main:
+            self.bad = self.non_finite(metrics)
+            finite = self.bad is None
+            improved = finite and metrics.get(self.fitness, -math.inf) > self.best
+            if improved:
+                self.best, self.best_epoch = metrics[self.fitness], epoch + 1
+            self.stale = 0 if improved else self.stale + 1
+        finite, improved, self.best, self.best_epoch, self.stale = broadcast_values(
+            [finite, improved, self.best, self.best_epoch, self.stale], self.device)
+        self.best_epoch, self.stale = int(self.best_epoch), int(self.stale)
+        stop = self.patience is not None and self.stale >= self.patience
+        return bool(finite), bool(improved), stop
+
     def fit(self) -> dict:
-        """Train from ``start_epoch`` to ``epochs``; returns the final metrics and resources."""
+        """Train from ``start_epoch`` to ``epochs``; returns the final metrics and resources.
+
+        Per epoch: train, evaluate (rank 0), decide (rank 0, broadcast), then rank 0 saves ``last.pt`` (and
+        ``best.pt``) and only afterwards rewrites the metrics files, so a kill never leaves a row that the
+        checkpoint does not have.
+        """
         main = self.dist.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(self.run_dir)
+            if self.history:  # resumed: the checkpoint's history is the truth (a kill may have cut the files)
+                write_metrics(self.run_dir, self.history)
         last = {}
-        stale = 0
         for epoch in range(self.start_epoch, self.epochs):
             if self.on_epoch_start is not None:
                 self.on_epoch_start(epoch)
@@ -276,21 +340,20 @@ class Trainer:
             row = {"epoch": epoch + 1, **train, **{f"val_{k}": v for k, v in metrics.items()},
                    "epoch_s": round(train_time, 3)}
             last = row
-            improved = main and metrics.get(self.fitness, -math.inf) > self.best
-            if improved:
-                self.best, self.best_epoch, stale = metrics[self.fitness], epoch + 1, 0
-            else:
-                stale += 1
+            finite, improved, stop = self.decide(epoch, metrics)
+            if not finite:
+                what = self.bad if main else "process 0 found a non-finite state"
+                raise NonFiniteStateError(f"after epoch {epoch + 1}, {what}; it was not saved, and "
+                                          f"{self.last_good()}. Lower the learning rate.")
             if main:
-                self.log(row)
+                self.history.append(row)
                 state = self.state(epoch + 1)
                 atomic_save(state, self.run_dir / "last.pt")
                 if improved:
                     atomic_save(state, self.run_dir / "best.pt")
-                if self.dist.is_main:
-                    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-                    print(shown, flush=True)
-            if self.patience is not None and stale >= self.patience:
+                self.log(row)
+            self.saved_epoch = epoch + 1
+            if stop:
                 if main:
                     print(f"early stop: {self.fitness} has not improved for {self.patience} epochs", flush=True)
                 break
@@ -307,5 +370,5 @@ class Trainer:
             "resources": self.resources().__dict__,
         }
         if self.dist.is_main and self.run_dir.exists():
-            (self.run_dir / "results.json").write_text(json.dumps(res, indent=2))
+            write_json(self.run_dir / "results.json", res)
         return res

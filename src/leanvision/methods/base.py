@@ -83,6 +83,14 @@ class Method(nn.Module):
         """A plain model for deployment, loadable without the method's code."""
         return self.inference_model()
 
+    def recipe_defaults(self) -> dict:
+        """TrainConfig values this method asks for when the user left them unset (``None``).
+
+        For example ``{"lr_schedule": "release"}`` from a method configured to reproduce a released script.
+        ``engine/run.py`` applies each key whose config value is ``None``; a value the user set always wins.
+        """
+        return {}
+
     def describe(self) -> str:
         """One line for logs: what the method does to the model."""
         return self.name
