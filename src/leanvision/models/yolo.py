@@ -15,7 +15,6 @@ Build with ``create_detector("yolov8n", nc=80)`` or ``create_detector("gso-yolo-
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 from collections.abc import Callable
@@ -23,12 +22,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
-from leanvision.detection.boxes import dist2bbox, make_anchors
-from leanvision.engine.meter import count_parameters  # noqa: F401  (all parameters, DFL's frozen 16 included)
 from leanvision.models.base import BlockInfo
 from leanvision.models.gso import GOM, SCM
+from leanvision.ops.boxes import dist2bbox, make_anchors
+
+# re-exported for the detector's callers: count_parameters counts all parameters (DFL's frozen 16 included)
+from leanvision.ops.counting import count_parameters, model_gflops  # noqa: F401
 
 # [depth, width, max_channels] per scale (params / GFLOPs at 640, 80 classes, as ultralytics reports them)
 SCALES: dict[str, tuple[float, float, int]] = {
@@ -393,19 +393,6 @@ class DetectionModel(nn.Module):
             info.append(BlockInfo(f"{stage}.{idx}", stage, idx, c_in, c_out, int(s_out / s_in),
                                   c_in != c_out or s_out != s_in))
         return info
-
-
-def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
-    """GFLOPs of one eval forward at ``imgsz``² (1 multiply-add = 2 FLOPs).
-
-    Counted by ``torch.utils.flop_counter`` on a meta-device copy (no real compute). It counts convs,
-    linears and matmuls but not BatchNorm, activations, pooling or softmax, so it reads like ultralytics'
-    figure for a Conv-BN-fused model (8.7 for YOLOv8n) rather than the unfused 8.9.
-    """
-    meta = copy.deepcopy(model).to("meta").eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(1, 3, imgsz, imgsz, device="meta"))
-    return counter.get_total_flops() / 1e9
 
 
 # ---------------------------------------------------------------- registry

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ...engine.meter import count_parameters
 from ...models.base import check_block_model
+from ...ops.counting import count_parameters
 from .block import ReplacedBlock, materialize_replaced
 from .select import select_blocks
 
