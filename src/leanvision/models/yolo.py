@@ -15,7 +15,6 @@ Build with ``create_detector("yolov8n", nc=80)`` or ``create_detector("gso-yolo-
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable
 
@@ -26,9 +25,8 @@ from torch.nn import functional as F
 from leanvision.models.base import BlockInfo
 from leanvision.models.gso import GOM, SCM
 from leanvision.ops.boxes import dist2bbox, make_anchors
-
-# re-exported for the detector's callers: count_parameters counts all parameters (DFL's frozen 16 included)
-from leanvision.ops.counting import count_parameters, model_gflops  # noqa: F401
+from leanvision.ops.counting import count_parameters, model_gflops  # noqa: F401  (re-exported for the detector's callers)
+from leanvision.registry import Registry
 
 # [depth, width, max_channels] per scale (params / GFLOPs at 640, 80 classes, as ultralytics reports them)
 SCALES: dict[str, tuple[float, float, int]] = {
@@ -397,20 +395,17 @@ class DetectionModel(nn.Module):
 
 # ---------------------------------------------------------------- registry
 
-_DETECTORS: dict[str, Callable[..., DetectionModel]] = {}
+DETECTORS: Registry[DetectionModel] = Registry("detector", normalize=lambda name: name.lower().replace("-", "_"))
 
 
 def register_detector(fn: Callable[..., DetectionModel]) -> Callable[..., DetectionModel]:
     """File ``fn`` under its own name; a second detector of the same name is refused."""
-    if fn.__name__ in _DETECTORS:
-        raise ValueError(f"detector {fn.__name__!r} is already registered")
-    _DETECTORS[fn.__name__] = fn
-    return fn
+    return DETECTORS.register(fn)
 
 
 def list_detectors(pattern: str = "*") -> list[str]:
     """Registered detector names matching a shell-style wildcard, sorted."""
-    return sorted(n for n in _DETECTORS if fnmatch.fnmatch(n, pattern))
+    return DETECTORS.names(pattern)
 
 
 def create_detector(name: str, nc: int = 80, **overrides) -> DetectionModel:
@@ -418,10 +413,7 @@ def create_detector(name: str, nc: int = 80, **overrides) -> DetectionModel:
 
     Overrides that are ``None`` mean "the model's default" (so CLI defaults can pass through).
     """
-    key = name.lower().replace("-", "_")
-    if key not in _DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; valid detectors: {', '.join(list_detectors())}")
-    return _DETECTORS[key](nc=nc, **{k: v for k, v in overrides.items() if v is not None})
+    return DETECTORS.create(name, nc=nc, **overrides)
 
 
 def _yolov8(scale: str, **kwargs) -> DetectionModel:
