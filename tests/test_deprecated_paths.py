@@ -38,3 +38,27 @@ def test_a_name_the_new_module_lacks_is_an_attribute_error():
     old = fresh("leanvision.detection.boxes")
     with pytest.raises(AttributeError, match="no_such_name"):
         old.no_such_name  # noqa: B018
+
+
+def test_detection_replacement_forwards_to_the_seam_and_warns():
+    import torch
+
+    from leanvision.detection import replacement as old
+    from leanvision.methods.replacement import apply_replacement
+    from leanvision.models.yolo import create_detector
+
+    model = create_detector("yolov8m", nc=3)
+    with pytest.warns(DeprecationWarning, match="methods.replacement.apply_replacement"):
+        report = old.apply_detector_replacement(model, interval=2, verbose=False)
+    assert report.names == apply_replacement(create_detector("yolov8m", nc=3), 2).names == ["4.m.1", "6.m.1"]
+    with pytest.warns(DeprecationWarning):
+        eligible = [n for n, why in old.detector_candidates(create_detector("yolov8m", nc=3)) if why is None]
+    assert eligible == ["4.m.1", "4.m.2", "6.m.1", "6.m.2"]
+    with pytest.warns(DeprecationWarning):
+        plain = old.load_replaced_state(create_detector("yolov8m", nc=3), model.state_dict(), report.rebuild_options)
+    with pytest.warns(DeprecationWarning):
+        exported = old.export_detector(model)
+    assert all(torch.equal(v, exported.state_dict()[k]) for k, v in plain.state_dict().items())
+    with pytest.raises(ValueError, match="no eligible block"):  # as before: an error, not a silent no-op
+        with pytest.warns(DeprecationWarning):
+            old.apply_detector_replacement(create_detector("yolov8n", nc=3))

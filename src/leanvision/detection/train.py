@@ -19,6 +19,7 @@ from ..config import ConfigError, save_yaml, to_dict
 from ..engine.distributed import DistInfo, broadcast_module, cleanup, init_distributed
 from ..engine.run import seed_everything
 from ..engine.trainer import Trainer
+from ..methods.replacement import apply_replacement
 from .config import DetectConfig
 from .det_check import check_dataset, load_yolo_dataset
 from .det_convert import seeded_split
@@ -26,9 +27,17 @@ from .det_dataset import build_detection_loader, set_loader_epoch
 from .det_formats import DatasetFormatError, read_coco, read_voc
 from .evaluate import format_results
 from .method import DetectionMethod
-from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec, load_detector, resolve_channels_last, scalar_metrics, validate
+
+# Why local learning is refused for detectors (issue 14): said by the trainer and by `detect train --help`.
+LOCAL_REFUSED = (
+    "Local learning (dgl, infopro, greedy, +mlaan) is not offered for detectors: its auxiliary losses classify "
+    "whole images, and a detection batch has boxes, not one label per image; and the backbone is no single chain "
+    "(the neck reads P3 and P4 from inside it), so cutting it into gradient-isolated modules would either let "
+    "the detection loss's gradient cross the cuts (no memory saved) or leave the early modules without any box "
+    "signal."
+)
 
 # ------------------------------------------------------------------------------------------- data
 
@@ -147,7 +156,9 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
         raise ConfigError(f"batch {cfg.batch} is not divisible by {dist.world_size} processes")
     overrides = model_overrides(cfg)  # fail on a bad switch before reading the data
     if cfg.method not in ("e2e", "replacement"):
-        raise ConfigError(f"unknown method {cfg.method!r}; detectors train with e2e or replacement")
+        raise ConfigError(f"method {cfg.method!r} does not train detectors; use e2e or replacement. {LOCAL_REFUSED}"
+                          if cfg.method.split("+")[0] in ("dgl", "infopro", "greedy", "mlaan") else
+                          f"unknown method {cfg.method!r}; detectors train with e2e or replacement")
     run_dir = run_dir_for(cfg)
     seed_everything(cfg.seed)
     splits, names = load_detection_data(cfg.data, cfg.on_error, cfg.seed)
@@ -167,8 +178,11 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
 
     spec = detector_spec(cfg.model, names, overrides)
     model = build_detector(spec)
-    if cfg.method == "replacement":  # saved in the spec so load_detector can rebuild and materialise it
-        spec["replacement"] = apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter).options
+    if cfg.method == "replacement":  # the backbone's Bottlenecks are the detector's block list (models/yolo.py)
+        report = apply_replacement(model, cfg.replace_interval, adapter=cfg.replace_adapter, allow_none=False)
+        if dist.is_main:
+            print(report)
+        spec["replacement"] = report.rebuild_options  # saved so load_detector can rebuild and materialise it
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

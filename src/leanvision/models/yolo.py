@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from leanvision.models.base import BlockInfo
+from leanvision.models.base import BlockInfo, BlockSlots
 from leanvision.models.gso import GOM, SCM
 from leanvision.ops.boxes import dist2bbox, make_anchors
 from leanvision.ops.counting import count_parameters, model_gflops  # noqa: F401  (re-exported for the detector's callers)
@@ -390,6 +390,36 @@ class DetectionModel(nn.Module):
             c_out, s_out = self.channels[i], self.strides[i]
             info.append(BlockInfo(f"{stage}.{idx}", stage, idx, c_in, c_out, int(s_out / s_in),
                                   c_in != c_out or s_out != s_in))
+        return info
+
+    # ------------------------------------------------------------ the block-list seam (models/base.py)
+
+    def _c2f_rows(self) -> list[int]:
+        return [i for i in range(self.num_backbone) if isinstance(self.model[i], C2f)]
+
+    @property
+    def blocks(self) -> BlockSlots:
+        """The detector's block list: every Bottleneck of the backbone's C2f rows, in forward order.
+
+        These are the backbone's units of equal shape (c -> c, two 3×3 Convs, stride 1); the rows themselves
+        (Conv, C2f, SPPF, GOM, SCM) differ in width, stride and depth, so none could borrow a neighbour's
+        weights. The neck's C2fs belong to the detector's "head" (DESIGN.md) and are not listed. Assigning
+        ``blocks[i]`` swaps the Bottleneck inside its C2f (``model.<row>.m.<j>``), so Replacement Learning
+        (:func:`~leanvision.methods.replacement.apply_replacement`) works on a detector as on a classifier.
+        """
+        slots = [(self.model[r].m, j) for r in self._c2f_rows() for j in range(len(self.model[r].m))]
+        return BlockSlots(slots, "the Bottlenecks inside the backbone's C2f rows, with the strided Convs and "
+                                 "the C2fs' own convs between them and the neck reading P3 and P4 from inside")
+
+    @property
+    def block_info(self) -> list[BlockInfo]:
+        """One :class:`BlockInfo` per entry of :attr:`blocks`: named "row.m.j" (its state_dict path), stage =
+        its feature level (P2 -> 2), and ``chained=False`` for the first Bottleneck of each C2f, whose
+        previous Bottleneck sits in another C2f behind a strided Conv."""
+        info = []
+        for r in self._c2f_rows():
+            c2f, level = self.model[r], int(math.log2(self.strides[r]))
+            info += [BlockInfo(f"{r}.m.{j}", level, j, c2f.c, c2f.c, chained=j > 0) for j in range(len(c2f.m))]
         return info
 
 
