@@ -173,22 +173,134 @@ def check_block_list(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_block_model(model: nn.Module) -> BlockModel:
-    """Raise a clear error when ``model`` does not expose the stem/blocks/head contract."""
+def check_block_model(model: nn.Module, probe: bool = True) -> BlockModel:
+    """Check the whole block-list contract, everything any method reads, before a method is built on it.
+
+    What is checked (local learning reads all of it; Replacement Learning the first two):
+
+    - ``blocks``: an ``nn.ModuleList`` of the body blocks, run in order (not a :class:`BlockSlots` view:
+      local learning cuts the list into a chain of modules);
+    - ``block_info``: one :class:`BlockInfo` per block, unique names, stages that never decrease, each
+      ``index`` the block's position within its stage;
+    - ``stem`` and ``head``: modules (image -> first block's input; last block's output -> logits);
+    - ``num_classes`` and ``image_size``: positive integers (auxiliary heads predict ``num_classes``
+      classes; shapes are probed with an ``image_size`` image).
+
+    With ``probe`` (default), one eval-mode forward of a (1, 3, image_size, image_size) zero image through
+    stem -> blocks -> head checks that the blocks chain, that the head returns (1, num_classes), that
+    ``forward`` computes exactly that chain (local learning trains only stem, blocks and head; a second
+    forward, skipped when the class keeps BlockModel's forward) and that ``block_info``'s channels (and,
+    for feature maps, strides) are the blocks' real ones.
+
+    Returns ``model``; raises :class:`ContractError` (a ``TypeError``) listing each missing piece and how to
+    add it.
+    """
+    name = type(model).__name__
+    problems = _block_list_problems(model)
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, BlockSlots):
-        _raise(model, "local learning", [
-            f"{type(model).__name__}.blocks are not one chain run by forward in order but a view of blocks that "
-            f"live inside other layers ({blocks.where}); local learning cuts a chain stem -> blocks -> head into "
-            "gradient-isolated modules, which this model is not (Replacement Learning applies to it: "
-            "leanvision.methods.replacement.apply_replacement)"])
-    missing = [a for a in ("stem", "blocks", "head", "block_info") if not hasattr(model, a)]
-    if missing or not isinstance(getattr(model, "blocks", None), nn.ModuleList):
-        raise TypeError(
-            f"{type(model).__name__} is not a block-list model (missing {', '.join(missing) or 'ModuleList blocks'}); "
-            "build it with leanvision.models.create_model or wrap it with leanvision.models.from_timm"
-        )
-    if len(model.block_info) != len(model.blocks):
-        n_info, n_blocks = len(model.block_info), len(model.blocks)
-        raise TypeError(f"{type(model).__name__}: block_info has {n_info} entries for {n_blocks} blocks")
+        problems.insert(0, f"{name}.blocks are not one chain run by forward in order but a view of blocks that "
+                           f"live inside other layers ({blocks.where}); local learning cuts a chain stem -> "
+                           "blocks -> head into gradient-isolated modules, which this model is not (Replacement "
+                           "Learning applies to it: leanvision.methods.replacement.apply_replacement)")
+        _raise(model, "local learning", problems)
+    for attr, how in (("stem", "the module that maps images (B, 3, H, W) to the first block's input "
+                               "(nn.Identity() if the first block takes the image)"),
+                      ("head", "the module that maps the last block's output to logits (B, num_classes), "
+                               "pooling included")):
+        if not isinstance(getattr(model, attr, None), nn.Module):
+            problems.append(f"no `{attr}` module: set self.{attr} to {how}")
+    for attr, how in (("num_classes", "the head's output width; auxiliary heads predict that many classes"),
+                      ("image_size", "the input side in pixels, e.g. 32 for CIFAR; block output shapes are "
+                                     "probed with an image of that size")):
+        value = getattr(model, attr, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{'no' if value is None else f'bad ({value!r})'} `{attr}`: set self.{attr} to a "
+                            f"positive int ({how})")
+    infos = getattr(model, "block_info", None)
+    if not problems:
+        problems += _order_problems(infos)
+    if not problems and probe:
+        problems += _probe_problems(model)
+    _raise(model, "local learning", problems)
     return model  # type: ignore[return-value]
+
+
+def _order_problems(infos: list[BlockInfo]) -> list[str]:
+    """Stages never decrease and each index is the block's position in its stage (local learning's LAM
+    chains start at the blocks with index 0)."""
+    problems, seen = [], {}
+    for i, b in enumerate(infos):
+        if i and b.stage < infos[i - 1].stage:
+            problems.append(f"block_info[{i}] ({b.name}) is in stage {b.stage} after a block of stage "
+                            f"{infos[i - 1].stage}: stages must not decrease along the list")
+        want = seen[b.stage] = seen.get(b.stage, -1) + 1
+        if b.index != want:
+            problems.append(f"block_info[{i}] ({b.name}) has index {b.index}, but it is block {want} of stage "
+                            f"{b.stage}: index counts the blocks of a stage from 0")
+    return problems
+
+
+def _runs_the_chain(cls: type) -> bool:
+    """True when ``cls`` keeps BlockModel's forward (stem, blocks in order, head), so it needs no comparison."""
+    return issubclass(cls, BlockModel) and all(
+        getattr(cls, f) is getattr(BlockModel, f) for f in ("forward", "forward_features", "forward_head"))
+
+
+def _width(shape: torch.Size) -> int:
+    """Channels of a feature map (B, C, H, W), embedding width of tokens (B, N, D)."""
+    return shape[1] if len(shape) == 4 else shape[-1]
+
+
+@torch.no_grad()
+def _probe_problems(model: BlockModel) -> list[str]:
+    """Run stem -> blocks -> head once in eval mode and compare with forward, block_info and num_classes."""
+    param = next(model.parameters(), None)
+    kw = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    size = model.image_size
+    x = torch.zeros(1, 3, size, size, **kw)
+    was_training = model.training
+    model.eval()
+    problems: list[str] = []
+    try:
+        step = "stem"
+        try:
+            h = model.stem(x)
+            prev = h
+            for i, (block, info) in enumerate(zip(model.blocks, model.block_info)):
+                step = f"block {i} ({info.name})"
+                out = block(prev)
+                problems += _info_problems(i, info, prev.shape, out.shape)
+                prev = out
+            step = "head"
+            logits = model.head(prev)
+        except Exception as e:  # any failure here is a contract problem: say where it happened
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return [f"running stem -> blocks -> head on a (1, 3, {size}, {size}) image failed at the {step}: {first} "
+                    "(each block's input must be the previous block's output, the first block's the stem's; "
+                    "image_size must be a size the model accepts)"]
+        if tuple(logits.shape) != (1, model.num_classes):
+            problems.append(f"head returned shape {tuple(logits.shape)} for one image, expected (1, num_classes="
+                            f"{model.num_classes}): the head maps the last block's output to logits")
+        elif not _runs_the_chain(type(model)) and not torch.allclose(model(x), logits, rtol=1e-4, atol=1e-5):
+            problems.append("forward(x) differs from head(blocks(stem(x))): forward must run exactly stem, then "
+                            "each block in order, then head (local learning trains only those; a layer outside "
+                            "them would never be trained). Subclassing BlockModel gives that forward.")
+    finally:
+        model.train(was_training)
+    return problems
+
+
+def _info_problems(i: int, info: BlockInfo, shape_in: torch.Size, shape_out: torch.Size) -> list[str]:
+    problems = []
+    have_in, have_out = _width(shape_in), _width(shape_out)
+    if (info.in_channels, info.out_channels) != (have_in, have_out):
+        problems.append(f"block_info[{i}] ({info.name}) says {info.in_channels} -> {info.out_channels} channels, "
+                        f"the block maps {have_in} -> {have_out} (shapes {tuple(shape_in[1:])} -> "
+                        f"{tuple(shape_out[1:])})")
+    if len(shape_in) == 4 and len(shape_out) == 4 and shape_out[-1]:
+        stride = round(shape_in[-1] / shape_out[-1])  # 7 -> 4 px is stride 2 (padding rounds up)
+        if stride != info.stride:
+            problems.append(f"block_info[{i}] ({info.name}) says stride {info.stride}, the block has stride "
+                            f"{stride} ({shape_in[-1]} -> {shape_out[-1]} px)")
+    return problems
