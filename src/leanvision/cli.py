@@ -125,16 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leanvision", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
+    # Each task package registers its own sub-commands. An import error in one is a real breakage: let it show.
     from .bench.cli import add_bench_parser, add_demo_parser
+    from .detection.cli import add_detect_parser
 
     add_bench_parser(sub)
     add_demo_parser(sub)
-    try:
-        from .detection.cli import add_detect_parser
-    except ImportError:  # the detector CLI is optional while it is being built
-        add_detect_parser = None
-    if add_detect_parser is not None:
-        add_detect_parser(sub)
+    add_detect_parser(sub)
     p = sub.add_parser("models", help="list registered classifiers and detectors")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'resnet*' or '*yolo*'")
     p.add_argument("--task", choices=["classify", "detect"], help="list only this task's models, names only")
