@@ -1,7 +1,12 @@
-"""The one contract every classifier keeps: a stem, an ordered list of body blocks, a head.
+"""The seam between models and methods: a stem, an ordered list of body blocks, a head.
 
 Training methods work on this list only (E2E runs it, local learning cuts it into modules,
-Replacement Learning swaps entries of it); they never look at the model's class.
+Replacement Learning swaps entries of it); they never look at the model's class. Classifiers keep
+their blocks in an ``nn.ModuleList`` run in order (:class:`BlockModel`); a detector, which is a layer
+table rather than a chain, exposes the Bottlenecks of its backbone through a :class:`BlockSlots` view.
+:func:`check_block_model` checks everything a method reads (:func:`check_block_list` the part
+Replacement Learning reads) and names each missing piece with how to add it. ARCHITECTURE.md has the
+table of which method reads what.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class BlockModel(nn.Module):
 
     Subclasses set ``stem`` (image -> first feature map), ``blocks`` (an ``nn.ModuleList`` run in
     order), ``head`` (last feature map -> logits, pooling included), ``num_features`` (head input
-    width), ``block_info`` (one :class:`BlockInfo` per block), ``image_size`` and ``num_classes``.
+    width), ``block_info`` (one :class:`BlockInfo` per block), ``image_size`` and ``num_classes``;
+    :func:`check_block_model` says what is missing. The README's ``SmallNet`` is a complete example.
     """
 
     stem: nn.Module
