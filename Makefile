@@ -21,6 +21,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports --no-cache  # the layer contract of pyproject.toml (ARCHITECTURE.md)
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache

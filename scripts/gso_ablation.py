@@ -9,7 +9,8 @@ and seed on one synthetic set (``generate_synthetic_dataset``). Rows run ``--par
 and one thread each (small convs gain little from threads; parallel rows share the cores evenly, so their
 images/s are comparable with each other, not with an idle machine). Metrics are the best.pt's on the val split.
 
-Part 2, Replacement Learning on the backbone (:mod:`leanvision.detection.replacement`): for each detector, E2E vs
+Part 2, Replacement Learning on the backbone (:func:`leanvision.methods.replacement.apply_replacement` on the
+detector's block list, its backbone Bottlenecks): for each detector, E2E vs
 replaced, trainable parameters and the foundation meter's figures (ResourceMeter: saved-for-backward peak +
 params/grads/optimizer state on CPU, CUDA allocator peak on a GPU) over a few steps on one fixed batch.
 
@@ -38,9 +39,9 @@ from leanvision.bench.report import environment
 from leanvision.detection.bench import ablation_rows, parse_row, random_batch
 from leanvision.detection.config import DetectConfig
 from leanvision.detection.method import DetectionMethod
-from leanvision.detection.replacement import apply_detector_replacement
 from leanvision.detection.synth import generate_synthetic_dataset
 from leanvision.engine.meter import ResourceMeter, count_parameters
+from leanvision.methods.replacement import apply_replacement
 from leanvision.models.yolo import count_parameters as all_parameters
 from leanvision.models.yolo import create_detector, model_gflops
 
@@ -93,7 +94,7 @@ def replacement_rows(imgsz: int, batch: int, steps: int) -> list[dict]:
         for replace in (False, True):
             torch.manual_seed(0)
             model = create_detector(name, nc=6)
-            rep = apply_detector_replacement(model, verbose=False, **opts) if replace else None
+            rep = apply_replacement(model, allow_none=False, **opts) if replace else None
             method = DetectionMethod(model, "ciou").to(device)
             opt = torch.optim.SGD(method.param_groups(5e-4), lr=0.01, momentum=0.937, nesterov=True)
             meter = ResourceMeter(method, device, warmup=1, track_steps=1)
@@ -108,7 +109,7 @@ def replacement_rows(imgsz: int, batch: int, steps: int) -> list[dict]:
                 meter.measure(step, batch, opt)
             st = meter.stats()
             out.append({"model": name, "method": "replacement" if replace else "e2e",
-                        "replaced": ", ".join(rep.replaced) if rep else "", "options": "adapter" if opts else "k=2",
+                        "replaced": ", ".join(rep.names) if rep else "", "options": "adapter" if opts else "k=2",
                         "trainable": count_parameters(model, trainable_only=True), "total": count_parameters(model),
                         "state_bytes": st.state_bytes, "activation_peak_bytes": st.activation_peak_bytes,
                         "peak_memory_bytes": st.peak_memory_bytes, "ms_per_step": st.ms_per_step,

@@ -11,7 +11,9 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
-from leanvision.detection.boxes import (
+from leanvision.detection.postprocess import non_max_suppression
+from leanvision.models.yolo import DFL
+from leanvision.ops.boxes import (
     IOU_KINDS,
     aiou_loss,
     bbox2dist,
@@ -20,8 +22,6 @@ from leanvision.detection.boxes import (
     eiou_loss,
     make_anchors,
 )
-from leanvision.detection.postprocess import non_max_suppression
-from leanvision.models.yolo import DFL
 
 
 def random_boxes(n, dtype, seed):

@@ -32,12 +32,11 @@ def test_fused_copy_matches_the_model_and_leaves_it_alone():
 
 def test_fused_copy_of_a_model_with_replaced_bottlenecks_matches_it():
     """Replaced blocks hold no conv weights of their own: they are materialised, then folded."""
-    from leanvision.detection.replacement import apply_detector_replacement
-    from leanvision.methods.replacement import ReplacedBlock
+    from leanvision.methods.replacement import ReplacedBlock, apply_replacement
 
     torch.manual_seed(0)
     model = create_detector("yolov8n", nc=3)
-    apply_detector_replacement(model, interval=2, adapter=True)
+    apply_replacement(model, interval=2, adapter=True)
     assert any(isinstance(m, ReplacedBlock) for m in model.modules())
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):

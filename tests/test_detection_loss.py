@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torchvision.ops import complete_box_iou_loss
 
 from leanvision.detection.assigner import TaskAlignedAssigner
-from leanvision.detection.boxes import dist2bbox, make_anchors
 from leanvision.detection.loss import DetectionLoss, pad_targets
 from leanvision.models.yolo import create_detector
+from leanvision.ops.boxes import dist2bbox, make_anchors
 
 BATCH = {
     "img_idx": torch.tensor([0, 0, 1]),

@@ -5,18 +5,17 @@ import torch
 
 from leanvision.detection.config import DetectConfig
 from leanvision.detection.method import yolo_param_groups
-from leanvision.detection.replacement import apply_detector_replacement
 from leanvision.detection.synth import generate_synthetic_dataset
 from leanvision.detection.train import train_detector
 from leanvision.detection.val import load_detector
 from leanvision.engine.checkpoint import load_checkpoint
-from leanvision.methods.replacement import ReplacedBlock
+from leanvision.methods.replacement import ReplacedBlock, apply_replacement
 from leanvision.models.yolo import create_detector
 
 
 def test_a_and_b_are_kept_out_of_weight_decay():
     model = create_detector("gso-yolo-n", nc=3)
-    apply_detector_replacement(model, adapter=True, verbose=False)
+    apply_replacement(model, adapter=True)
     groups = {g["name"]: {id(p) for p in g["params"]} for g in yolo_param_groups(model, 5e-4)}
     ab = {id(model.model[4].m[0].a), id(model.model[4].m[0].b)}
     assert ab <= groups["norm"] and not ab & groups["weights"]
@@ -29,7 +28,8 @@ def test_train_with_replacement_saves_a_checkpoint_that_loads_as_a_plain_detecto
     with pytest.raises(ValueError, match="adapter=True"):  # scale n has no candidates without the adapter
         train_detector(DetectConfig(name="no", **base))
     res = train_detector(DetectConfig(name="rl", replace_adapter=True, **base))
-    assert "4.m.0, 6.m.0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2/6 blocks replaced" in out and "4.m.0 (#1), 6.m.0 (#3)" in out
     ckpt = load_checkpoint(tmp_path / "runs" / "rl" / "last.pt")
     spec = ckpt["config"]["detector"]
     assert spec["replacement"]["adapter"] is True and spec["replacement"]["interval"] == 2
@@ -39,12 +39,41 @@ def test_train_with_replacement_saves_a_checkpoint_that_loads_as_a_plain_detecto
     assert set(plain.state_dict()) == set(create_detector("gso-yolo-n", nc=6).state_dict())
     # the reloaded plain model is the trained EMA network: same outputs as rebuilding it with its blocks replaced
     ema = create_detector("gso-yolo-n", nc=6, names=spec["names"])
-    apply_detector_replacement(ema, adapter=True, verbose=False)
+    apply_replacement(ema, adapter=True)
     ema.load_state_dict({k[len("ema_model."):]: v for k, v in ckpt["method"].items() if k.startswith("ema_model.")})
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), ema.eval()(x), rtol=1e-5, atol=1e-5)
     assert res["val"]["images"] == 2
+
+
+def test_a_checkpoint_saved_before_the_seam_still_loads(tmp_path):
+    """Runs trained with detection/replacement.py saved options without "surrogate"; they rebuild the same way."""
+    from leanvision.methods.replacement import export_model, load_replaced_state
+
+    torch.manual_seed(0)
+    model = create_detector("gso-yolo-n", nc=3)
+    apply_replacement(model, adapter=True, init=(0.3, 0.9))
+    old_options = {"interval": 2, "ids": None, "init": [0.3, 0.9], "detach_neighbors": False, "convex": False,
+                   "adapter": True}  # what a run of the previous release put in its checkpoint's detector spec
+    plain = load_replaced_state(create_detector("gso-yolo-n", nc=3), model.state_dict(), old_options)
+    want = export_model(model).state_dict()
+    assert plain.state_dict().keys() == want.keys()
+    assert all(torch.equal(v, want[k]) for k, v in plain.state_dict().items())
+
+
+def test_local_learning_on_a_detector_is_refused_with_the_reason(tmp_path, capsys):
+    from leanvision.cli import main
+    from leanvision.methods import create_method
+    from leanvision.models import ContractError
+
+    with pytest.raises(ContractError, match=r"DetectionModel.blocks are not one chain(.|\n)*C2f rows"):
+        create_method("dgl", create_detector("yolov8n", nc=3), modules=2)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: dgl+mlaan\n")
+    assert main(["detect", "train", "--config", str(cfg), "--data", str(tmp_path / "none.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "method must be e2e or replacement (local learning" in err and "not one label per image" in err
 
 
 def test_cli_flags_reach_the_config():

@@ -117,5 +117,6 @@ def test_custom_block_model_subclass():
             self.blocks = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1) for _ in range(2)])
             self.block_info = [BlockInfo(f"1.{i}", 1, i, 4, 4) for i in range(2)]
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+            self.num_classes, self.image_size = 2, 8
 
     assert check_block_model(Tiny())(torch.randn(1, 3, 8, 8)).shape == (1, 2)

@@ -112,9 +112,18 @@ def cmd_train(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from .models import list_detectors, list_models
 
-    print("\n".join(list_models(args.pattern)))
+    found = {"classify": list_models(args.pattern), "detect": list_detectors(args.pattern)}
+    if args.task:  # names only, one per line, for scripts
+        print("\n".join(found[args.task]))
+        return 0
+    for task, how in (("classify", "classifiers (leanvision train --model NAME)"),
+                      ("detect", "detectors (leanvision detect train --model NAME)")):
+        if found[task]:
+            print(how + ":\n" + "\n".join("  " + n for n in found[task]))
+    if not any(found.values()):
+        print(f"no model matches {args.pattern!r}")
     return 0
 
 
@@ -129,18 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leanvision", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
+    # Each task package registers its own sub-commands. An import error in one is a real breakage: let it show.
     from .bench.cli import add_bench_parser, add_demo_parser
+    from .detection.cli import add_detect_parser
 
     add_bench_parser(sub)
     add_demo_parser(sub)
-    try:
-        from .detection.cli import add_detect_parser
-    except ImportError:  # the detector CLI is optional while it is being built
-        add_detect_parser = None
-    if add_detect_parser is not None:
-        add_detect_parser(sub)
-    p = sub.add_parser("models", help="list registered classifiers")
-    p.add_argument("pattern", nargs="?", default="*")
+    add_detect_parser(sub)
+    p = sub.add_parser("models", help="list registered classifiers and detectors")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'resnet*' or '*yolo*'")
+    p.add_argument("--task", choices=["classify", "detect"], help="list only this task's models, names only")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("methods", help="list training methods")
     p.set_defaults(func=cmd_methods)

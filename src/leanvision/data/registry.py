@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..registry import Registry
 from .base import ArrayDataset, DatasetError, DataSpec
 from .cifar import load_cifar10, load_cifar100
 from .digits import load_digits32
@@ -32,14 +33,13 @@ def _imagenet(root=None, train=True, **kw):
     return load_folder(root, train=train, **kw)
 
 
-_DATASETS: dict[str, Callable] = {
-    "cifar10": _needs_root("cifar10", "cifar-10-batches-py (python version)", load_cifar10),
-    "cifar100": _needs_root("cifar100", "cifar-100-python (python version)", load_cifar100),
-    "svhn": _needs_root("svhn", "train_32x32.mat / test_32x32.mat", load_svhn),
-    "stl10": _needs_root("stl10", "stl10_binary/ (train_X.bin, train_y.bin, ...)", load_stl10),
-    "imagenet": _imagenet,
-    "digits": lambda root=None, train=True: load_digits32(train=train),
-}
+DATASETS: Registry = Registry("dataset", normalize=str.lower)
+DATASETS.add("cifar10", _needs_root("cifar10", "cifar-10-batches-py (python version)", load_cifar10))
+DATASETS.add("cifar100", _needs_root("cifar100", "cifar-100-python (python version)", load_cifar100))
+DATASETS.add("svhn", _needs_root("svhn", "train_32x32.mat / test_32x32.mat", load_svhn))
+DATASETS.add("stl10", _needs_root("stl10", "stl10_binary/ (train_X.bin, train_y.bin, ...)", load_stl10))
+DATASETS.add("imagenet", _imagenet)
+DATASETS.add("digits", lambda root=None, train=True: load_digits32(train=train))
 
 # Files that identify an official release inside a folder given as a path.
 _MARKERS = {"batches.meta": "cifar10", "data_batch_1": "cifar10",
@@ -49,7 +49,7 @@ _MARKERS = {"batches.meta": "cifar10", "data_batch_1": "cifar10",
 
 def list_datasets() -> list[str]:
     """Dataset names accepted by :func:`build_dataset` (besides any path)."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def _official_format(path: Path) -> str | None:
@@ -86,9 +86,9 @@ def build_dataset(name_or_path: str | os.PathLike, train: bool = True, *,
         ``classes``, ``num_classes``, ``spec``, ``subset(indices)`` and ``len()``.
     """
     key = str(name_or_path)
-    if key.lower() in _DATASETS:
+    if key in DATASETS:
         try:
-            ds = _DATASETS[key.lower()](root=root, train=train, **kwargs)
+            ds = DATASETS.get(key)(root=root, train=train, **kwargs)
         except TypeError as e:  # an option this dataset does not take
             raise DatasetError(f"dataset {key!r} does not take {', '.join(map(repr, kwargs))}: {e}") from e
     else:
@@ -101,7 +101,7 @@ def build_dataset(name_or_path: str | os.PathLike, train: bool = True, *,
             raise DatasetError(f"root= is for named datasets; {key!r} is a path already")
         official = _official_format(path) if path.is_dir() else None
         if official:
-            ds = _DATASETS[official](root=path, train=train, **kwargs)
+            ds = DATASETS.get(official)(root=path, train=train, **kwargs)
         else:
             ds = load_folder(path, train=train, spec=spec, **kwargs)
     if spec is not None and ds.spec != spec:

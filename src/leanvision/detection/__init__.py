@@ -1,7 +1,9 @@
 """Detection pieces: box ops and IoU losses, the task-aligned assigner, the v8 loss, NMS."""
 
 from leanvision.detection.assigner import TaskAlignedAssigner
-from leanvision.detection.boxes import (
+from leanvision.detection.loss import DetectionLoss, pad_targets
+from leanvision.detection.postprocess import PREDICT_SETTINGS, VAL_SETTINGS, non_max_suppression
+from leanvision.ops.boxes import (
     IOU_KINDS,
     aiou_loss,
     bbox2dist,
@@ -10,8 +12,6 @@ from leanvision.detection.boxes import (
     eiou_loss,
     make_anchors,
 )
-from leanvision.detection.loss import DetectionLoss, pad_targets
-from leanvision.detection.postprocess import PREDICT_SETTINGS, VAL_SETTINGS, non_max_suppression
 
 __all__ = [
     "IOU_KINDS",

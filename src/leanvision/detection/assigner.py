@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leanvision.detection.boxes import bbox_iou
+from leanvision.ops.boxes import bbox_iou
 
 
 class TaskAlignedAssigner(nn.Module):
@@ -24,7 +24,7 @@ class TaskAlignedAssigner(nn.Module):
         alpha, beta: exponents of the score and the IoU in the alignment metric.
         eps: an anchor centre must be more than ``eps`` inside each side of a GT to be a candidate.
         iou_kind: overlap measure u (``"ciou"`` as in YOLOv8; ``"aiou"`` tests GSO-YOLO's "AIoU
-            throughout"); any kind of :func:`~leanvision.detection.boxes.bbox_iou`, clamped at 0.
+            throughout"); any kind of :func:`~leanvision.ops.boxes.bbox_iou`, clamped at 0.
         iou_kwargs: extra arguments for ``bbox_iou`` (e.g. ``aiou_lambda``).
     """
 

@@ -31,11 +31,11 @@ from ..engine.checkpoint import atomic_write_text
 from ..engine.distributed import resolve_device
 from ..engine.run_folder import write_json
 from ..engine.trainer import Trainer, to_device
+from ..methods.replacement import apply_replacement
 from ..models.yolo import count_parameters, model_gflops
 from .config import DetectConfig
 from .method import DetectionMethod
 from .postprocess import VAL_SETTINGS, non_max_suppression
-from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec, inference_net, resolve_channels_last
 
@@ -83,7 +83,7 @@ def resource_row(model_name: str, opts: dict, imgsz: int, batch: int, steps: int
     torch.manual_seed(0)
     model = build_detector(spec)
     if cfg.method == "replacement":  # a row such as gso-yolo-n:method=replacement,replace_adapter=true
-        apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter, verbose=False)
+        apply_replacement(model, cfg.replace_interval, adapter=cfg.replace_adapter, allow_none=False)
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -38,6 +38,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                          "YOLOv8's buffer); 0: from the whole dataset, results independent of --workers",
         "warmup_min_iters": "at least this many warm-up iterations: 100 (original YOLOv8, default) or 0 (8.4)",
         "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
+        "method": "e2e | replacement (Replacement Learning on the backbone's Bottlenecks). Local learning is not "
+                  "offered for detectors: its auxiliary losses classify whole images, a detection batch has boxes",
     }
     choices = {"box_loss": ["ciou", "eiou", "aiou", "diou", "giou", "iou"], "amp": ["auto", "none", "bf16", "fp16"],
                "on_error": ["skip", "fail"], "method": ["e2e", "replacement"]}

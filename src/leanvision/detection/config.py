@@ -15,6 +15,16 @@ from ..config import DEVICE, NONEMPTY, RUN_NAME, SEED, Checked, Rule, at_least, 
 
 BOX_LOSSES = ("ciou", "eiou", "aiou", "diou", "giou", "iou")
 
+# Why local learning is refused for detectors (issue 14): part of the refusal of `method: dgl` and of --help.
+LOCAL_REFUSED = (
+    "local learning (dgl, infopro, greedy, +mlaan) is not offered for detectors: its auxiliary losses classify "
+    "whole images, and a detection batch has boxes, not one label per image; and the backbone is no single chain "
+    "(the neck reads P3 and P4 from inside it), so cutting it into gradient-isolated modules would either let "
+    "the detection loss's gradient cross the cuts (no memory saved) or leave the early modules without any box "
+    "signal"
+)
+DETECT_METHOD = Rule(f"e2e or replacement ({LOCAL_REFUSED})", lambda v: v in ("e2e", "replacement"))
+
 
 @dataclass
 class DetectConfig(Checked):
@@ -25,7 +35,7 @@ class DetectConfig(Checked):
     box_loss: str = "ciou"  # ciou (YOLOv8) | eiou | aiou (GSO-YOLO)
     gom: bool | None = None  # GSO-YOLO: Global Optimization Module on/off (None: the model's default, on)
     scm: bool | None = None  # GSO-YOLO: Steady Capture Module on/off (None: on)
-    method: str = "e2e"  # e2e | replacement (Replacement Learning on backbone Bottlenecks, detection/replacement.py)
+    method: str = "e2e"  # e2e | replacement (Replacement Learning on the backbone's Bottlenecks, methods/replacement)
     replace_interval: int = 2  # replacement: every k-th eligible Bottleneck of each backbone C2f (k >= 2)
     replace_adapter: bool = False  # replacement: may borrow from the neighbouring C2f's width (needed at n and s)
     # schedule
@@ -80,7 +90,7 @@ class DetectConfig(Checked):
 
     RULES: ClassVar[dict[str, Rule]] = {
         "model": NONEMPTY, "on_error": one_of("skip", "fail"), "box_loss": one_of(*BOX_LOSSES),
-        "method": one_of("e2e", "replacement"), "replace_interval": at_least(2), "epochs": at_least(1),
+        "method": DETECT_METHOD, "replace_interval": at_least(2), "epochs": at_least(1),
         "patience": at_least(1), "batch": at_least(1), "imgsz": multiple_of(32), "nbs": at_least(1),
         "lr0": positive(), "lrf": at_least(0), "momentum": between(0, 1, lo_open=True, hi_open=True),
         "weight_decay": at_least(0), "warmup_epochs": at_least(0), "warmup_min_iters": at_least(0),

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from leanvision.detection.assigner import TaskAlignedAssigner
-from leanvision.detection.boxes import bbox2dist, bbox_iou, dist2bbox, make_anchors
+from leanvision.ops.boxes import bbox2dist, bbox_iou, dist2bbox, make_anchors
 
 
 def pad_targets(
@@ -72,7 +72,7 @@ class DetectionLoss:
         box_kind: IoU used in the box term: ``"ciou"`` (YOLOv8), ``"aiou"`` (GSO-YOLO), ``"eiou"``,
             ``"diou"``, ``"giou"``, ``"iou"``.
         box, cls, dfl: loss gains (7.5, 0.5, 1.5 in YOLOv8).
-        aiou_lambda, aiou_mode: AIoU reading (see :func:`~leanvision.detection.boxes.bbox_iou`).
+        aiou_lambda, aiou_mode: AIoU reading (see :func:`~leanvision.ops.boxes.bbox_iou`).
             ``aiou_lambda`` may be changed between steps for a λ(epoch) schedule (assigner included).
         assigner_iou_kind: overlap measure of the assigner (``"ciou"``; ``box_kind`` for "AIoU throughout").
         topk, alpha, beta: TaskAlignedAssigner settings.

@@ -21,6 +21,7 @@ from ..engine.resume import NOT_SAVED, check_resume, resume_path, saved_values
 from ..engine.run import seed_everything
 from ..engine.run_folder import clear_run, write_config, write_json
 from ..engine.trainer import Trainer
+from ..methods.replacement import apply_replacement
 from .config import DetectConfig
 from .det_check import check_dataset, load_yolo_dataset
 from .det_convert import seeded_split
@@ -28,7 +29,6 @@ from .det_dataset import build_detection_loader, set_loader_epoch
 from .det_formats import DatasetFormatError, read_coco, read_voc
 from .evaluate import format_results
 from .method import DetectionMethod
-from .replacement import apply_detector_replacement
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec, load_detector, resolve_channels_last, scalar_metrics, validate
 
@@ -186,8 +186,11 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     spec = detector_spec(cfg.model, names, overrides)
     try:
         model = build_detector(spec)
-        if cfg.method == "replacement":  # saved in the spec so load_detector can rebuild and materialise it
-            spec["replacement"] = apply_detector_replacement(model, cfg.replace_interval, cfg.replace_adapter).options
+        if cfg.method == "replacement":  # the backbone's Bottlenecks are the detector's block list (models/yolo.py)
+            report = apply_replacement(model, cfg.replace_interval, adapter=cfg.replace_adapter, allow_none=False)
+            if dist.is_main:
+                print(report)
+            spec["replacement"] = report.rebuild_options  # saved so load_detector can rebuild and materialise it
     except ValueError as e:  # an unknown detector name, or Bottlenecks that cannot be replaced
         raise ConfigError(f"--model {cfg.model} (--method {cfg.method}): {e}") from None
     channels_last = resolve_channels_last(cfg.channels_last, device)

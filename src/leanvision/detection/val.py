@@ -19,12 +19,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint
 from ..engine.trainer import autocast, to_device
-from ..methods.replacement import export_model
+from ..methods.replacement import export_model, load_replaced_state
 from ..models.yolo import Conv, DetectionModel, create_detector
 from .augment import scale_boxes_to_original
 from .evaluate import DetectionEvaluator
 from .postprocess import VAL_SETTINGS, non_max_suppression
-from .replacement import load_replaced_state
 
 
 def _sync(device: torch.device) -> None:

@@ -17,16 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter elements, each tensor counted once (shared tensors are not double counted)."""
-    seen, total = set(), 0
-    for p in module.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
+from ..ops.counting import count_parameters  # noqa: F401  (re-exported: the meter's callers import it from here)
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -1,16 +1,18 @@
-"""Block-list classifiers (and, in :mod:`leanvision.models.yolo`, detectors)."""
+"""Block-list classifiers (registry :func:`list_models`) and detectors (:mod:`.yolo`, :func:`list_detectors`)."""
 
 from . import resnet, vit  # noqa: F401  (registers the entrypoints)
 from ._registry import create_model as _create_registered
 from ._registry import list_models, register_model
-from .base import BlockInfo, BlockModel, check_block_model
+from .base import BlockInfo, BlockModel, BlockSlots, ContractError, check_block_list, check_block_model
 from .resnet import ResNet
 from .timm_adapter import TimmBlockModel, from_timm
 from .vit import VisionTransformer
+from .yolo import DetectionModel, create_detector, list_detectors, register_detector
 
 __all__ = [
-    "BlockInfo", "BlockModel", "ResNet", "TimmBlockModel", "VisionTransformer",
-    "check_block_model", "create_model", "from_timm", "list_models", "register_model",
+    "BlockInfo", "BlockModel", "BlockSlots", "ContractError", "DetectionModel", "ResNet", "TimmBlockModel",
+    "VisionTransformer", "check_block_list", "check_block_model", "create_detector", "create_model", "from_timm",
+    "list_detectors", "list_models", "register_detector", "register_model",
 ]
 
 

@@ -15,20 +15,18 @@ Build with ``create_detector("yolov8n", nc=80)`` or ``create_detector("gso-yolo-
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
-from leanvision.detection.boxes import dist2bbox, make_anchors
-from leanvision.engine.meter import count_parameters  # noqa: F401  (all parameters, DFL's frozen 16 included)
-from leanvision.models.base import BlockInfo
+from leanvision.models.base import BlockInfo, BlockSlots
 from leanvision.models.gso import GOM, SCM
+from leanvision.ops.boxes import dist2bbox, make_anchors
+from leanvision.ops.counting import count_parameters, model_gflops  # noqa: F401  (re-exported for the detector's callers)
+from leanvision.registry import Registry
 
 # [depth, width, max_channels] per scale (params / GFLOPs at 640, 80 classes, as ultralytics reports them)
 SCALES: dict[str, tuple[float, float, int]] = {
@@ -394,36 +392,50 @@ class DetectionModel(nn.Module):
                                   c_in != c_out or s_out != s_in))
         return info
 
+    # ------------------------------------------------------------ the block-list seam (models/base.py)
 
-def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
-    """GFLOPs of one eval forward at ``imgsz``² (1 multiply-add = 2 FLOPs).
+    def _c2f_rows(self) -> list[int]:
+        return [i for i in range(self.num_backbone) if isinstance(self.model[i], C2f)]
 
-    Counted by ``torch.utils.flop_counter`` on a meta-device copy (no real compute). It counts convs,
-    linears and matmuls but not BatchNorm, activations, pooling or softmax, so it reads like ultralytics'
-    figure for a Conv-BN-fused model (8.7 for YOLOv8n) rather than the unfused 8.9.
-    """
-    meta = copy.deepcopy(model).to("meta").eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(1, 3, imgsz, imgsz, device="meta"))
-    return counter.get_total_flops() / 1e9
+    @property
+    def blocks(self) -> BlockSlots:
+        """The detector's block list: every Bottleneck of the backbone's C2f rows, in forward order.
+
+        These are the backbone's units of equal shape (c -> c, two 3×3 Convs, stride 1); the rows themselves
+        (Conv, C2f, SPPF, GOM, SCM) differ in width, stride and depth, so none could borrow a neighbour's
+        weights. The neck's C2fs belong to the detector's "head" (DESIGN.md) and are not listed. Assigning
+        ``blocks[i]`` swaps the Bottleneck inside its C2f (``model.<row>.m.<j>``), so Replacement Learning
+        (:func:`~leanvision.methods.replacement.apply_replacement`) works on a detector as on a classifier.
+        """
+        slots = [(self.model[r].m, j) for r in self._c2f_rows() for j in range(len(self.model[r].m))]
+        return BlockSlots(slots, "the Bottlenecks inside the backbone's C2f rows, with the strided Convs and "
+                                 "the C2fs' own convs between them and the neck reading P3 and P4 from inside")
+
+    @property
+    def block_info(self) -> list[BlockInfo]:
+        """One :class:`BlockInfo` per entry of :attr:`blocks`: named "row.m.j" (its state_dict path), stage =
+        its feature level (P2 -> 2), and ``chained=False`` for the first Bottleneck of each C2f, whose
+        previous Bottleneck sits in another C2f behind a strided Conv."""
+        info = []
+        for r in self._c2f_rows():
+            c2f, level = self.model[r], int(math.log2(self.strides[r]))
+            info += [BlockInfo(f"{r}.m.{j}", level, j, c2f.c, c2f.c, chained=j > 0) for j in range(len(c2f.m))]
+        return info
 
 
 # ---------------------------------------------------------------- registry
 
-_DETECTORS: dict[str, Callable[..., DetectionModel]] = {}
+DETECTORS: Registry[DetectionModel] = Registry("detector", normalize=lambda name: name.lower().replace("-", "_"))
 
 
 def register_detector(fn: Callable[..., DetectionModel]) -> Callable[..., DetectionModel]:
     """File ``fn`` under its own name; a second detector of the same name is refused."""
-    if fn.__name__ in _DETECTORS:
-        raise ValueError(f"detector {fn.__name__!r} is already registered")
-    _DETECTORS[fn.__name__] = fn
-    return fn
+    return DETECTORS.register(fn)
 
 
 def list_detectors(pattern: str = "*") -> list[str]:
     """Registered detector names matching a shell-style wildcard, sorted."""
-    return sorted(n for n in _DETECTORS if fnmatch.fnmatch(n, pattern))
+    return DETECTORS.names(pattern)
 
 
 def create_detector(name: str, nc: int = 80, **overrides) -> DetectionModel:
@@ -431,10 +443,7 @@ def create_detector(name: str, nc: int = 80, **overrides) -> DetectionModel:
 
     Overrides that are ``None`` mean "the model's default" (so CLI defaults can pass through).
     """
-    key = name.lower().replace("-", "_")
-    if key not in _DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; valid detectors: {', '.join(list_detectors())}")
-    return _DETECTORS[key](nc=nc, **{k: v for k, v in overrides.items() if v is not None})
+    return DETECTORS.create(name, nc=nc, **overrides)
 
 
 def _yolov8(scale: str, **kwargs) -> DetectionModel:

@@ -3,7 +3,10 @@
 - :func:`apply_replacement` is a model transform usable with any method (local learning included);
 - :class:`ReplacementLearning` (registered as ``"replacement"``) is that transform + E2E training;
 - :func:`replace_module` / :class:`ReplacedBlock` work on any (prev, target, next) triple of modules;
-- :func:`export_model` materialises the fused weights into a plain model;
+- :func:`export_model` materialises the fused weights into a plain model, :func:`load_replaced_state`
+  rebuilds a trained replacement from its saved options and state dict and exports it;
+- a detector's block list is its backbone's Bottlenecks (``DetectionModel.blocks``), so the same
+  transform applies to YOLOv8 / GSO-YOLO (``leanvision detect train --method replacement``);
 - ``surrogate="lite"`` (:mod:`.lite`) evaluates a cheaper replaced block, our reconstruction of
   RepL v2 (spec §2.5); ``"full"`` (v1) is the default.
 
@@ -22,7 +25,7 @@ from .block import ReplacedBlock, Surrogate, adapt, materialize_replaced, regist
 from .lite import lite_surrogate
 from .method import ReplacementLearning, add_cli_arguments, options_from_args
 from .select import ineligibility, select_blocks
-from .transform import ReplacementReport, apply_replacement, export_model
+from .transform import ReplacementReport, apply_replacement, export_model, load_replaced_state
 
 __all__ = [
     "ReplacedBlock",
@@ -34,6 +37,7 @@ __all__ = [
     "export_model",
     "ineligibility",
     "lite_surrogate",
+    "load_replaced_state",
     "materialize_replaced",
     "options_from_args",
     "register_surrogate",

@@ -2,13 +2,17 @@
 
 Block i is eligible when (a) it has both neighbours, (b) it is not a stage-transition block
 (stride 1, equal in/out width, no projection shortcut) and (c) both neighbours have the same tensor
-names and shapes (with the adapter, §2.4: same names and ranks). From the eligible blocks of each
-stage, every k-th is replaced, starting at the stage's first eligible block; a candidate next to an
-already replaced block is skipped. This per-stage reading is the one that reproduces the spec's
-tables (ResNet-32: 1.1, 1.3, 2.2, 3.2; counting k over the whole network would pick 3.3 instead).
+names and shapes (with the adapter, §2.4: same names and ranks). A neighbour that does not feed the
+block directly (``BlockInfo.chained`` False: other layers run between them, as between the
+Bottlenecks of two C2f rows of a detector's backbone) is borrowed from only with the adapter. From
+the eligible blocks of each stage, every k-th is replaced, starting at the stage's first eligible
+block; a candidate next to an already replaced block is skipped. This per-stage reading is the one
+that reproduces the spec's tables (ResNet-32: 1.1, 1.3, 2.2, 3.2; counting k over the whole network
+would pick 3.3 instead).
 
-Names are our "s.l" labels: stage s (1-based), block l (0-based) in the stage; the spec's prose
-counts blocks from 1, so its "stage 1: blocks 2 and 4" is our 1.1 and 1.3.
+Classifier block names are our "s.l" labels (a detector's are "row.m.j", see ``BlockInfo.name``):
+stage s (1-based), block l (0-based) in the stage; the spec's prose counts blocks from 1, so its
+"stage 1: blocks 2 and 4" is our 1.1 and 1.3.
 """
 
 from __future__ import annotations
@@ -38,13 +42,24 @@ def ineligibility(model: nn.Module, adapter: bool = False) -> list[str | None]:
                 f"{info.in_channels}->{info.out_channels} channels{shortcut}); "
                 "transition blocks keep their weights"
             )
+        elif not adapter and (gap := _gap(infos, i)):
+            out.append(gap)
         else:
             out.append(shape_mismatch(blocks[i - 1], block, blocks[i + 1], adapter))
     return out
 
 
+def _gap(infos, i: int) -> str | None:
+    """Why block i's neighbour is not its direct neighbour in the forward pass (None when both are)."""
+    for role, j, info in (("previous", i - 1, infos[i]), ("next", i + 1, infos[i + 1])):
+        if not info.chained:
+            return (f"its {role} neighbour {infos[j].name} does not feed into it directly (other layers run "
+                    "between them); pass adapter=True (--replace-adapter) to borrow across them")
+    return None
+
+
 def _resolve(model: nn.Module, ids: Iterable[int | str]) -> list[int]:
-    """Block ids as 0-based positions in ``model.blocks`` (ints, or "s.l" names, or digit strings)."""
+    """Block ids as 0-based positions in ``model.blocks`` (ints, block names, or digit strings)."""
     names = [info.name for info in model.block_info]
     out = []
     for raw in ids:
@@ -57,7 +72,7 @@ def _resolve(model: nn.Module, ids: Iterable[int | str]) -> list[int]:
         except (TypeError, ValueError):
             raise ValueError(
                 f"unknown block {raw!r}; give 0-based positions in model.blocks (0..{len(names) - 1}) "
-                f"or 's.l' names such as {names[min(1, len(names) - 1)]!r}"
+                f"or block names such as {names[min(1, len(names) - 1)]!r}"
             ) from None
         if not 0 <= idx < len(names):
             raise ValueError(f"block {idx} is out of range; this model has blocks 0..{len(names) - 1}")
@@ -71,10 +86,11 @@ def select_blocks(
     """0-based positions in ``model.blocks`` to replace.
 
     Args:
-        model: a block-list model (``blocks`` and ``block_info``).
+        model: a block-list model (``blocks`` and ``block_info``), a classifier or a detector.
         interval: k >= 2, replace every k-th eligible block of each stage (ignored when ``ids`` is given).
-        ids: explicit blocks (0-based positions or "s.l" names). Every one must be eligible and no
-            two may be adjacent; otherwise a ``ValueError`` lists each offending block and why.
+        ids: explicit blocks (0-based positions or names: "s.l" for classifiers, "row.m.j" for detectors).
+            Every one must be eligible and no two may be adjacent; otherwise a ``ValueError`` lists each
+            offending block and why.
         adapter: relax condition (c) to "same names and ranks" (spec §2.4).
     """
     why = ineligibility(model, adapter)

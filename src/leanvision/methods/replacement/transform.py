@@ -1,7 +1,9 @@
 """Replacement Learning as a model transform: swap selected blocks, report, export.
 
 The transform composes with any training method: the ``replacement`` method is this transform plus
-end-to-end training, and local learning can apply it before cutting the block list into modules.
+end-to-end training, local learning can apply it before cutting the block list into modules, and the
+detector's trainer applies it to a detector's block list (its backbone Bottlenecks) before training
+with the detection loss.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ...engine.meter import count_parameters
-from ...models.base import check_block_model
+from ...models.base import check_block_list
+from ...ops.counting import count_parameters
 from .block import ReplacedBlock, materialize_replaced
-from .select import select_blocks
+from .select import ineligibility, select_blocks
 
 log = logging.getLogger("leanvision.replacement")
 
@@ -67,6 +69,13 @@ class ReplacementReport(SavingsReport):
     def names(self) -> list[str]:
         return [name for _, name in self.replaced]
 
+    @property
+    def rebuild_options(self) -> dict:
+        """What :func:`load_replaced_state` needs to rebuild this replacement on a fresh model (plain data,
+        saved with a run's config): the interval, or the explicit block names, and the fusion options."""
+        explicit = self.interval is None
+        return {"interval": self.interval, "ids": self.names if explicit else None, **self.options}
+
     def __str__(self) -> str:
         how = f"interval {self.interval}" if self.interval is not None else "explicit list"
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
@@ -86,11 +95,13 @@ def apply_replacement(
     convex: bool = False,
     adapter: bool = False,
     surrogate: str = "full",
+    allow_none: bool = True,
 ) -> ReplacementReport:
     """Replace blocks of ``model.blocks`` in place by :class:`ReplacedBlock` (spec §1.3, §2.2).
 
     Args:
-        model: a block-list model (``stem``, ``blocks``, ``head``, ``block_info``).
+        model: a block-list model (``blocks`` and ``block_info``, :func:`~leanvision.models.check_block_list`):
+            a classifier, or a detector, whose block list is its backbone's Bottlenecks.
         interval: k >= 2: every k-th eligible block per stage; ignored when ``ids`` is given.
         ids: explicit blocks, 0-based positions in ``model.blocks`` or "s.l" names.
         init: initial (a, b) (spec §1.2: (0.5, 0.5); ablation (1, 0)).
@@ -99,17 +110,22 @@ def apply_replacement(
         adapter: v2-style slicing/tiling for neighbours of another width (spec §2.4, our option).
         surrogate: ``"full"`` (default; v1, spec §1.3) or ``"lite"`` (a cheaper replaced block, our
             reconstruction of RepL v2, spec §2.5; see :mod:`.lite`). Selects nothing differently.
+        allow_none: when no block is eligible, log a warning and leave the model as it is (True, default)
+            or raise a ``ValueError`` that lists every block and why it is not eligible (False).
 
     Returns:
         A :class:`ReplacementReport` (also logged at INFO level).
 
     Raises:
-        ValueError: for an ineligible explicit block, or a block the surrogate does not support (the
-            message names the block). The model is left unchanged then.
+        ValueError: for an ineligible explicit block, a block the surrogate does not support (the
+            message names the block), or no eligible block with ``allow_none=False``. The model is left
+            unchanged then.
     """
-    check_block_model(model)
+    check_block_list(model)
     before = count_parameters(model, trainable_only=True)
     chosen = select_blocks(model, interval, ids, adapter)
+    if not chosen and not allow_none:
+        raise ValueError(_none_eligible(model, adapter))
     options = dict(
         init=tuple(init), detach_neighbors=detach_neighbors, convex=convex, adapter=adapter, surrogate=surrogate
     )
@@ -142,6 +158,43 @@ def apply_replacement(
             type(model).__name__,
         )
     return report
+
+
+def _none_eligible(model: nn.Module, adapter: bool) -> str:
+    """The error for a model with no eligible block: every block and why, and what to try."""
+    infos = model.block_info
+    stages: dict[int, int] = {}
+    for info in infos:
+        stages[info.stage] = stages.get(info.stage, 0) + 1
+    per_stage = ", ".join(f"stage {s}: {n}" for s, n in stages.items())
+    lines = [f"{info.name}: {why}" for info, why in zip(infos, ineligibility(model, adapter))]
+    hint = ("" if adapter else "\nPass adapter=True (--replace-adapter) to let a block borrow from neighbours of "
+            "another width or across other layers (spec §2.4).")
+    return (f"Replacement Learning found no eligible block among the {len(infos)} blocks of this "
+            f"{type(model).__name__} ({per_stage}): a replaced block needs a same-shape neighbour on both sides "
+            "(spec §2.2).\n  " + "\n  ".join(lines) + hint)
+
+
+def load_replaced_state(model: nn.Module, state_dict: dict, options: dict) -> nn.Module:
+    """Load a state dict trained with replacement into a freshly built ``model``; returns the plain export.
+
+    Args:
+        model: built from the same spec as the trained model, no replacement applied yet.
+        state_dict: the trained model's (or its EMA's) state dict, with ``...a``/``.b``/``.template.*`` keys.
+        options: :attr:`ReplacementReport.rebuild_options` as saved with the run ("interval", "ids" and the
+            fusion options; a missing "surrogate" means "full").
+
+    Returns:
+        :func:`export_model` of the loaded model: its ``state_dict`` keys are a fresh model's (for the
+        "full" surrogate) and its eval outputs equal the trained model's.
+    """
+    opts = dict(options)
+    interval, ids = opts.pop("interval", 2), opts.pop("ids", None)
+    if "init" in opts:
+        opts["init"] = tuple(opts["init"])
+    apply_replacement(model, interval=interval, ids=ids, allow_none=False, **opts)
+    model.load_state_dict(state_dict)
+    return export_model(model)
 
 
 def export_model(model: nn.Module) -> nn.Module:
