@@ -54,8 +54,12 @@ def build_optimizer(method: Method, opt: str, lr: float, weight_decay: float, mo
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
-def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Method:
-    """The method of ``cfg``; with another method, Replacement Learning is applied to the model first."""
+def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None, dataset: str | None = None) -> Method:
+    """The method of ``cfg``; with another method, Replacement Learning is applied to the model first.
+
+    ``mean``/``std`` (the data's normalisation) and ``dataset`` (the training set's name, for the
+    published loss weights) go to InfoPro, unless the user set them as method options.
+    """
     options = dict(cfg.method_options)
     if cfg.method == "replacement":
         options = {"interval": cfg.replace_interval, "blocks": cfg.replace_blocks, **cfg.replace_options, **options}
@@ -67,9 +71,11 @@ def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Met
             ids = [int(t) if t.strip().isdigit() else t.strip() for t in ids.split(",") if t.strip()]
         report = apply_replacement(model, interval=cfg.replace_interval or 2, ids=ids, **cfg.replace_options)
         print(report)
-    if cfg.method in ("infopro", "infopro+mlaan") and mean is not None:
-        options.setdefault("mean", tuple(mean))
-        options.setdefault("std", tuple(std))
+    if cfg.method in ("infopro", "infopro+mlaan"):
+        if mean is not None:
+            options.setdefault("mean", tuple(mean))
+            options.setdefault("std", tuple(std))
+        options.setdefault("dataset", dataset)
     return create_method(cfg.method, model, **options)
 
 
@@ -104,7 +110,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spec = train_set.spec
-    method = build_method(cfg, model, spec.mean, spec.std).to(device)
+    method = build_method(cfg, model, spec.mean, spec.std, train_set.name).to(device)
     broadcast_module(method)
     if cfg.compile:
         for block in method.model.blocks:

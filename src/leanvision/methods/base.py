@@ -69,6 +69,10 @@ class Method(nn.Module):
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return groups
 
+    def recipe_defaults(self) -> dict:
+        """Config fields (e.g. ``{"lr_schedule": "release"}``) this method sets where the user left them unset."""
+        return {}
+
     def before_optimizer_step(self) -> None:
         """Called after all backward passes and gradient sync, before ``optimizer.step()``."""
 
