@@ -4,11 +4,12 @@
    CIFAR code (github.com/Wendy231015/MLAAN at commit 70effbe; files named below), followed by
    ``train.py``'s ``optimizer.step()``. It is *not* the authors' code, which is not vendored here
    (no licence is given); it is written in this file, step by step in the release's order, with
-   comments naming the release's lines. It runs on copies of our backbone blocks and heads (same
+   comments naming the release's files and steps. It runs on copies of our backbone blocks and heads (same
    layers; the release draws its heads at random, so their weights are copied) and builds its own
    module list and LAM block lists from the release's config tables for ResNet-32 K=8, copied below.
    The tests show that ``preset="release"`` reproduces it in float64 (parameters, BN statistics and
-   EMA copies after one full step) and that our defaults compute something else.
+   EMA copies after two full steps, so that EMA copies moved by the first step are read by the
+   second) and that our defaults compute something else.
 2. ``reference_step``: a transcription of spec §3.3 for any option values (span 2 or 3, any
    EMA rule), sharing the method's modules. The efficient step (each module run forward once,
    gradients routed explicitly, optional recompute) must give its gradients and BN statistics.
@@ -311,12 +312,6 @@ def test_default_computes_another_procedure_than_the_release(name):
     assert rel > 0.5, rel
 
 
-def _run_modules(pieces, x):
-    for p in pieces:
-        x = p(x)
-    return x
-
-
 def reference_step(meth, images, t):
     """Spec §3.3 (A) (span 2) and (B) (span 3) for the method's option values, sharing its modules
     and heads (not its step code): two activation streams, modules re-run on the y and z paths, one
@@ -328,22 +323,22 @@ def reference_step(meth, images, t):
     stem = meth.model.stem(images)
     x, y = stem, stem
     for i in range(K - 1):
-        x = _run_modules(E[i], x.detach())
+        x = _run(E[i], x.detach())
         if i < s - 1:  # the first span-1 iterations only advance x
             continue
         if s == 2:
-            y = _run_modules(E[i - 1], y)
-            z = _run_modules(E[i], y)
+            y = _run(E[i - 1], y)
+            z = _run(E[i], y)
         else:
-            y = _run_modules(E[i - 2], y)
-            z = _run_modules(E[i], _run_modules(E[i - 1], y))
+            y = _run(E[i - 2], y)
+            z = _run(E[i], _run(E[i - 1], y))
         z = meth.lams[str(i)](z)
         loss = meth.w_x * meth.indep[str(i)](x, t, image) + meth.w_y * meth.casc[str(i)](z, t, image)
         loss.backward()
         x, y = x.detach(), y.detach()
-    _run_modules(E[K - 1], x.detach())  # the x path of the last module: computed, loss discarded (step 5)
+    _run(E[K - 1], x.detach())  # the x path of the last module: computed, loss discarded (step 5)
     for j in range(max(0, K - s), K):
-        y = _run_modules(E[j], y)
+        y = _run(E[j], y)
     loss = F.cross_entropy(meth.model.head(y), t)
     loss.backward()
     return loss
