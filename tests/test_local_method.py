@@ -142,12 +142,12 @@ def test_supcon_ignores_anchors_without_positives():
 
 @pytest.mark.parametrize("name", ["greedy", "dgl", "infopro", "dgl+mlaan", "infopro+mlaan"])
 def test_registered_methods_step_and_checkpoint(name):
-    meth = create_method(name, create_model("resnet32"), modules=8)
+    meth = create_method(name, create_model("resnet32"), modules=8, dataset="cifar10")
     out = _step(meth)
     assert out["logits"].shape == (4, 10) and torch.isfinite(out["loss"])
     meth.before_optimizer_step()
     assert "code key 8" in meth.describe()
-    fresh = create_method(name, create_model("resnet32"), modules=8)
+    fresh = create_method(name, create_model("resnet32"), modules=8, dataset="cifar10")
     fresh.load_state_dict(meth.state_dict())
     for (k, a), (_, b) in zip(meth.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), k
