@@ -120,11 +120,13 @@ def test_infopro_lambda_schedule_uses_module_index():
     assert infopro_lambdas(14, 16, lams) == pytest.approx((0.2, 0.5))
     assert infopro_lambdas(7, 16, lams) == pytest.approx((2.6, 0.275))
     assert infopro_lambdas(0, 2, (5, 1, 0, 0)) == (5, 1)
-    meth = LocalLearning(create_model("resnet32"), 16, base="infopro")
+    meth = LocalLearning(create_model("resnet32"), 16, base="infopro", dataset="cifar10")
     assert meth.lambdas == lams and meth.loss_mode == "contrast"
     assert [round(m.lam1, 6) for m in meth.aux][:2] == [5.0, round(5 - 4.8 / 14, 6)]
     # The release's bug (stage index) stays reachable but is not the default (§3.3 C).
-    bug = LocalLearning(create_model("resnet32"), 8, base="infopro", mlaan=True, lambda_index="stage")
+    bug = LocalLearning(
+        create_model("resnet32"), 8, base="infopro", mlaan=True, lambda_index="stage", dataset="cifar10"
+    )
     assert bug.indep["2"].lam1 == pytest.approx(infopro_lambdas(1, 8, bug.lambdas)[0])  # module 2 ends at 1.4
     assert bug.indep["4"].lam1 == pytest.approx(infopro_lambdas(2, 8, bug.lambdas)[0])  # module 4 ends at 2.3
 
@@ -140,12 +142,12 @@ def test_supcon_ignores_anchors_without_positives():
 
 @pytest.mark.parametrize("name", ["greedy", "dgl", "infopro", "dgl+mlaan", "infopro+mlaan"])
 def test_registered_methods_step_and_checkpoint(name):
-    meth = create_method(name, create_model("resnet32"), modules=8)
+    meth = create_method(name, create_model("resnet32"), modules=8, dataset="cifar10")
     out = _step(meth)
     assert out["logits"].shape == (4, 10) and torch.isfinite(out["loss"])
     meth.before_optimizer_step()
     assert "code key 8" in meth.describe()
-    fresh = create_method(name, create_model("resnet32"), modules=8)
+    fresh = create_method(name, create_model("resnet32"), modules=8, dataset="cifar10")
     fresh.load_state_dict(meth.state_dict())
     for (k, a), (_, b) in zip(meth.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), k
@@ -154,7 +156,7 @@ def test_registered_methods_step_and_checkpoint(name):
 
 
 def test_mixed_precision_and_channels_last():
-    meth = LocalLearning(create_model("resnet20"), 5, base="infopro", mlaan=True).to(
+    meth = LocalLearning(create_model("resnet20"), 5, base="infopro", mlaan=True, lambdas=(5, 0, 0.5, 1)).to(
         memory_format=torch.channels_last
     )
     images, targets = _batch()

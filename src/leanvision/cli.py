@@ -36,9 +36,13 @@ def add_train_parser(sub) -> None:
                    "--replace-interval/--replace-blocks with another method replace blocks inside it")
     g.add_argument("--modules", type=int, help="local learning: number of gradient-isolated modules K "
                    "(the papers' labelling, e.g. 16 for per-block ResNet-32, 55 for per-block ResNet-110)")
-    g.add_argument("--split", help="local learning: a named split from the published tables, or 'balanced'")
+    g.add_argument("--split", help="local learning: auto (published table if one exists, else balanced block "
+                   "counts) | table | blocks (balanced block counts) | memory (balanced activation memory) | "
+                   "a table name (resnet32, resnet110, resnet34, resnet101, infopro*, infopro*-stl10) | "
+                   "end blocks such as 1.2,2.1,3.0")
     g.add_argument("--method-opt", action="append", metavar="KEY=VALUE",
-                   help="further method option (repeatable), e.g. ema_momentum=0.995, span=2, detach_neighbors=true")
+                   help="further method option (repeatable), e.g. preset=release (local learning: the authors' "
+                   "released settings and LR rule), ema_momentum=0.995, span=2, detach_neighbors=true")
     from .methods.replacement import add_cli_arguments as add_replacement_arguments
 
     add_replacement_arguments(p)

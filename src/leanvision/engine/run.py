@@ -87,18 +87,22 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         raise ConfigError(f"--model {cfg.model}: {e}") from None
 
 
-def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Method:
+def build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None, dataset: str | None = None) -> Method:
     """The method of ``cfg`` (options that do not fit it or the model: ConfigError); with another method,
-    Replacement Learning is applied to the model first."""
+    Replacement Learning is applied to the model first.
+
+    ``mean``/``std`` (the data's normalisation) and ``dataset`` (the training set's name, for the
+    published loss weights) go to InfoPro, unless the user set them as method options.
+    """
     try:
-        return _build_method(cfg, model, mean, std)
+        return _build_method(cfg, model, mean, std, dataset)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # the builders' checks of the options a user gave
         raise ConfigError(f"--method {cfg.method}: {e}") from None
 
 
-def _build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Method:
+def _build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None, dataset: str | None = None) -> Method:
     options = dict(cfg.method_options)
     if cfg.method == "replacement":
         options = {"interval": cfg.replace_interval, "blocks": cfg.replace_blocks, **cfg.replace_options, **options}
@@ -110,9 +114,11 @@ def _build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None) -> Me
             ids = [int(t) if t.strip().isdigit() else t.strip() for t in ids.split(",") if t.strip()]
         report = apply_replacement(model, interval=cfg.replace_interval or 2, ids=ids, **cfg.replace_options)
         print(report)
-    if cfg.method in ("infopro", "infopro+mlaan") and mean is not None:
-        options.setdefault("mean", tuple(mean))
-        options.setdefault("std", tuple(std))
+    if cfg.method in ("infopro", "infopro+mlaan"):
+        if mean is not None:
+            options.setdefault("mean", tuple(mean))
+            options.setdefault("std", tuple(std))
+        options.setdefault("dataset", dataset)
     return create_method(cfg.method, model, **options)
 
 
@@ -162,7 +168,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spec = train_set.spec
-    method = build_method(cfg, model, spec.mean, spec.std).to(device)
+    method = build_method(cfg, model, spec.mean, spec.std, train_set.name).to(device)
     broadcast_module(method)
     if cfg.compile:
         for block in method.model.blocks:

@@ -69,6 +69,10 @@ class Method(nn.Module):
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return groups
 
+    def recipe_defaults(self) -> dict:
+        """Config fields (e.g. ``{"lr_schedule": "release"}``) this method sets where the user left them unset."""
+        return {}
+
     def before_optimizer_step(self) -> None:
         """Called after all backward passes and gradient sync, before ``optimizer.step()``."""
 
@@ -82,14 +86,6 @@ class Method(nn.Module):
     def export_model(self) -> nn.Module:
         """A plain model for deployment, loadable without the method's code."""
         return self.inference_model()
-
-    def recipe_defaults(self) -> dict:
-        """TrainConfig values this method asks for when the user left them unset (``None``).
-
-        For example ``{"lr_schedule": "release"}`` from a method configured to reproduce a released script.
-        ``engine/run.py`` applies each key whose config value is ``None``; a value the user set always wins.
-        """
-        return {}
 
     def describe(self) -> str:
         """One line for logs: what the method does to the model."""

@@ -13,7 +13,10 @@ Decisions (spec §8), in short:
 - MLAAN: span 3, w_x 0.001 / w_y 0.999, EMA m 0.995 on every LAM from pre-step weights, EMA on
   the first LAM block; the CIFAR release is ``span=2, ema_update="last_only"``.
 - InfoPro interpolates its lambdas over the module index (``lambda_index="stage"`` = release bug)
-  and needs conv feature maps (ViTs: use dgl or greedy).
+  and needs conv feature maps (ViTs: use dgl or greedy). Its lambdas come from the published table
+  for ``dataset`` (``leanvision train`` passes the run's); without an entry, a default and a warning.
+- ``preset="release"`` selects everything the authors' released CIFAR code does instead of our
+  decisions, including their LR rule (:mod:`.presets`; docs/local_learning_release.md).
 """
 
 from .._registry import register_method

@@ -35,9 +35,17 @@ LAMBDA_TABLE: dict[str, dict[str, dict[int, tuple[float, float, float, float]]]]
 DEFAULT_LAMBDAS = (5.0, 0.0, 0.5, 1.0)
 
 
-def lookup_lambdas(dataset: str, arch: str | None, key: int | None) -> tuple[float, float, float, float]:
-    """The published (ixx_1, ixy_1, ixx_2, ixy_2) for a dataset/architecture/code key, else the default."""
-    return tuple(LAMBDA_TABLE.get(dataset, {}).get(arch or "", {}).get(key, DEFAULT_LAMBDAS))
+def lookup_lambdas(
+    dataset: str | None, arch: str | None, key: int | None
+) -> tuple[float, float, float, float] | None:
+    """The published (ixx_1, ixy_1, ixx_2, ixy_2) for a dataset/architecture/code key, or None."""
+    found = LAMBDA_TABLE.get(dataset or "", {}).get(arch or "", {}).get(key)
+    return None if found is None else tuple(found)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a half type, else unchanged: losses keep a float64 run exact."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def infopro_lambdas(
@@ -62,7 +70,7 @@ def supcon_loss(
         labels: (B,) class indices. An anchor's positives are the other samples with its label;
             anchors without a positive contribute 0 to the batch mean.
     """
-    z = F.normalize(features.float(), dim=1)
+    z = F.normalize(at_least_float32(features), dim=1)
     logits = z @ z.t() / temperature
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
@@ -74,5 +82,6 @@ def supcon_loss(
 
 
 def reconstruction_loss(logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """BCE between sigmoid(decoder logits) and the un-normalised image in [0, 1], in float32."""
-    return F.binary_cross_entropy_with_logits(logits.float(), image.float())
+    """BCE between sigmoid(decoder logits) and the un-normalised image in [0, 1], in at least float32."""
+    logits = at_least_float32(logits)
+    return F.binary_cross_entropy_with_logits(logits, image.to(logits.dtype))

@@ -110,22 +110,24 @@ class LeapModule(nn.Module):
     """Trainable copies of later blocks; the first ``n_ema`` are paired with frozen EMA copies.
 
     forward(z) = aug[j](z) + ema[j](z) for j < n_ema, then aug[j](z): gradients reach z through the
-    EMA branch, never its weights (§3.2).
+    EMA branch, and its weights only when ``ema_trainable`` (§3.2, §3.3 C).
 
     Args:
         blocks: the backbone blocks to copy (copied now, after the backbone's init: §8.12).
         sources: their indices in the backbone's block list (EMA targets; not registered here so
             the backbone is not saved twice).
         n_ema: how many leading blocks carry an EMA branch (1 = "first", len(blocks) = "all").
+        ema_trainable: False: the EMA copies are frozen (no gradient, no optimizer state). True: as
+            the InfoPro+MLAAN release, they also get gradients, so SGD trains them too.
     """
 
-    def __init__(self, blocks: list[nn.Module], sources: list[int], n_ema: int = 1):
+    def __init__(self, blocks: list[nn.Module], sources: list[int], n_ema: int = 1, ema_trainable: bool = False):
         super().__init__()
         self.sources = list(sources)
         self.aug = nn.ModuleList(copy.deepcopy(b) for b in blocks)
         self.ema = nn.ModuleList(copy.deepcopy(b) for b in blocks[:n_ema])
         for p in self.ema.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(ema_trainable)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         for j, block in enumerate(self.aug):

@@ -3,6 +3,9 @@ and MLAAN on top of DGL or InfoPro (spec: specs/local_learning.md)."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,20 +14,33 @@ from leanvision.models.base import check_block_model
 
 from ..base import Backward, Method
 from .heads import Decoder, make_head
-from .infopro import infopro_lambdas, lookup_lambdas
+from .infopro import DEFAULT_LAMBDAS, at_least_float32, infopro_lambdas, lookup_lambdas
 from .lam import LeapModule, general_chain, table_chain
 from .losses import ClassifierLoss, InfoProLoss
+from .presets import RELEASE_RECIPE, resolve_options
 from .split import STEM, arch_of, resolve_split
 from .step import greedy_step, mlaan_step
 
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 _BASES = ("dgl", "infopro", "greedy")
-_DEFAULT_HEAD = {"dgl": "1c2f", "infopro": "1c2f", "greedy": "linear"}
+_CHOICES = {
+    "loss_mode": ("softmax", "contrast"),
+    "indep_loss_mode": ("softmax", "contrast"),
+    "lambda_index": ("module", "stage"),
+    "ema_update": ("all", "last_only"),
+    "ema_blocks": ("first", "all"),
+    "bn_updates": ("release", "once"),
+    "head_init": ("torch", "release"),
+}
+_RELEASE_ARCHS = ("resnet32", "resnet110")  # the released CIFAR code asserts these
 
 
 class LocalLearning(Method):
     """Cut ``model``'s block list into K gradient-isolated modules, each trained by its own loss.
+
+    Options left at ``None`` take our default, or with ``preset="release"`` the authors' released
+    value (:mod:`.presets`; docs/local_learning_release.md tables every difference).
 
     Args:
         model: a block-list model (stem, ``blocks`` ModuleList, head, ``block_info``).
@@ -33,23 +49,34 @@ class LocalLearning(Method):
         base: "dgl" (1c2f head + CE, as in the MLAAN repo, §8.5), "infopro" (decoder + 1c2f,
             lambdas over depth) or "greedy" (GAP + Linear, greedy SL).
         mlaan: add Multilaminar Local Modules and Leap Augmented Modules (§3).
-        split: see :func:`~.split.resolve_split` ("auto", "table", "blocks", "memory", a table
-            name, or end blocks "1.2,2.1,3.0").
+        split: see :func:`~.split.resolve_split` ("auto" (default), "table", "blocks", "memory", a
+            table name, or end blocks "1.2,2.1,3.0").
+        preset: None (our defaults) or "release": every option the user leaves unset takes the
+            authors' released value, and :meth:`recipe_defaults` asks for their LR rule. CIFAR
+            ResNet-32/110 only, as the released code.
         head: classifier kind for the (independent) auxiliary heads: "linear", "1c2f", "mlp_sr",
             "dgl_mlp". Default: 1c2f for dgl/infopro, linear for greedy and DGL+MLAAN.
         cascade_head: MLAAN cascaded-head kind (default "linear" for DGL+MLAAN, "1c2f" for InfoPro).
+        head_init: "torch" (default: PyTorch's layer init) or "release" (conv weights of the heads
+            and decoders ~ N(0, 2/(k*k*C_out)), the backbone's rule, as the release's init loop).
         feature_dim / widen: 1c2f and dgl_mlp hidden sizes (128, 1).
         loss_mode: InfoPro task loss, "contrast" (SupCon, InfoPro default) or "softmax" (CE, the
-            MLAAN runs' mode and the InfoPro+MLAAN default).
+            MLAAN runs' mode and the InfoPro+MLAAN default). For InfoPro+MLAAN it is the cascaded
+            heads' loss; ``indep_loss_mode`` sets the independent heads' (default: the same; the
+            release uses "contrast" there whatever its command line says).
         lambdas: InfoPro (ixx_1, ixy_1, ixx_2, ixy_2); default from the published table for
-            ``dataset`` and the split's code key, else (5, 0, 0.5, 1).
-        dataset: "cifar10", "svhn" or "stl10", for the lambda table.
+            ``dataset``, the architecture and the split's code key; without an entry,
+            (5, 0, 0.5, 1) and a warning that says so.
+        dataset: the training set's name ("cifar10", "svhn", "stl10", ...; ``leanvision train``
+            passes it), used only to look up InfoPro's lambdas. None: unknown.
         lambda_index: "module" (correct) or "stage" (the InfoPro+MLAAN release's bug, §3.3 C).
         mean / std: the data normalisation; InfoPro reconstructs x * std + mean.
         span: MLAAN cascade span k (3 default, 2 = the CIFAR release).
         w_x / w_y: MLAAN independent / cascaded loss weights (0.001 / 0.999).
         ema_momentum: m (0.995). ema_update: "all" (default) or "last_only" (CIFAR release).
         ema_blocks: "first" (all code) or "all" (figure reading).
+        ema_trainable: False (default: EMA copies are frozen) or True (InfoPro+MLAAN release: SGD
+            also trains them, and the EMA rule overwrites the ones it updates).
         lam_config: None (published table where one exists, else the general rule), "general",
             or {module index: [block names]}.
         bn_updates: "release" (BN running statistics move as if each module ran forward as many
@@ -68,24 +95,28 @@ class LocalLearning(Method):
         mlaan: bool = False,
         split: str | None = None,
         *,
+        preset: str | None = None,
         head: str | None = None,
         cascade_head: str | None = None,
-        feature_dim: int = 128,
-        widen: int = 1,
+        head_init: str | None = None,
+        feature_dim: int | None = None,
+        widen: int | None = None,
         loss_mode: str | None = None,
+        indep_loss_mode: str | None = None,
         lambdas: tuple[float, float, float, float] | None = None,
-        dataset: str = "cifar10",
-        lambda_index: str = "module",
+        dataset: str | None = None,
+        lambda_index: str | None = None,
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
-        span: int = 3,
-        w_x: float = 0.001,
-        w_y: float = 0.999,
-        ema_momentum: float = 0.995,
-        ema_update: str = "all",
-        ema_blocks: str = "first",
+        span: int | None = None,
+        w_x: float | None = None,
+        w_y: float | None = None,
+        ema_momentum: float | None = None,
+        ema_update: str | None = None,
+        ema_blocks: str | None = None,
+        ema_trainable: bool | None = None,
         lam_config=None,
-        bn_updates: str = "release",
+        bn_updates: str | None = None,
         recompute: bool = False,
         image_size: int | None = None,
     ):
@@ -94,24 +125,33 @@ class LocalLearning(Method):
         _check_choice("base", base, _BASES)
         if mlaan and base == "greedy":
             raise ValueError("MLAAN sits on top of base='dgl' or base='infopro', not 'greedy'")
-        _check_choice("loss_mode", loss_mode or "softmax", ("softmax", "contrast"))
-        _check_choice("lambda_index", lambda_index, ("module", "stage"))
-        _check_choice("ema_update", ema_update, ("all", "last_only"))
-        _check_choice("ema_blocks", ema_blocks, ("first", "all"))
-        _check_choice("bn_updates", bn_updates, ("release", "once"))
-        if span not in (2, 3):
-            raise ValueError(f"span must be 2 (CIFAR release) or 3 (paper figure, default), got {span}")
         self.base, self.mlaan = base, mlaan
         self.name = base + ("+mlaan" if mlaan else "")
-        self.split = resolve_split(model, modules, split, "mlaan" if mlaan else "baseline", image_size)
+        given = dict(
+            split=split, head=head, cascade_head=cascade_head, head_init=head_init,
+            feature_dim=feature_dim, widen=widen, loss_mode=loss_mode, indep_loss_mode=indep_loss_mode,
+            lambdas=lambdas, lambda_index=lambda_index, span=span, w_x=w_x, w_y=w_y,
+            ema_momentum=ema_momentum, ema_update=ema_update, ema_blocks=ema_blocks,
+            ema_trainable=ema_trainable, bn_updates=bn_updates,
+        )  # fmt: skip
+        o, self.preset_overrides = resolve_options(self.name, preset, given)
+        self.preset = preset
+        if preset is not None and arch_of(model) not in _RELEASE_ARCHS:
+            raise ValueError(
+                f"preset={preset!r} reproduces the authors' CIFAR code, which builds only "
+                f"{' and '.join(_RELEASE_ARCHS)}; this model's block layout is {arch_of(model) or 'another'}"
+            )
+        for name, valid in _CHOICES.items():
+            if o[name] is not None:
+                _check_choice(name, o[name], valid)
+        if o["span"] not in (2, 3):
+            raise ValueError(f"span must be 2 (CIFAR release) or 3 (paper figure, default), got {o['span']}")
+        self.split = resolve_split(model, modules, o["split"], "mlaan" if mlaan else "baseline", image_size)
         self.split_description = self.split.describe()
-        self.span, self.w_x, self.w_y, self.recompute = span, w_x, w_y, recompute
-        self.ema_momentum, self.ema_update, self.ema_blocks, self.bn_updates = (
-            ema_momentum,
-            ema_update,
-            ema_blocks,
-            bn_updates,
-        )
+        self.span, self.w_x, self.w_y, self.recompute = o["span"], o["w_x"], o["w_y"], recompute
+        self.ema_momentum, self.ema_update, self.ema_blocks = o["ema_momentum"], o["ema_update"], o["ema_blocks"]
+        self.ema_trainable, self.bn_updates = bool(o["ema_trainable"]), o["bn_updates"]
+        self.head_init = o["head_init"]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -122,26 +162,34 @@ class LocalLearning(Method):
                 "model's blocks output tokens. Use base='dgl' or 'greedy' for ViTs."
             )
         self.final_width = shapes[len(model.blocks) - 1][0]
-        self.head_kind = head or ("linear" if mlaan and base == "dgl" else _DEFAULT_HEAD[base])
-        self.cascade_kind = cascade_head or ("linear" if base == "dgl" else "1c2f")
-        self.loss_mode = loss_mode or ("contrast" if base == "infopro" and not mlaan else "softmax")
+        self.head_kind, self.cascade_kind = o["head"], o["cascade_head"]
+        self.loss_mode = o["loss_mode"]
+        self.indep_loss_mode = o["indep_loss_mode"] or self.loss_mode
         k = len(self.split)
-        self.lambdas = (
-            tuple(lambdas)
-            if lambdas is not None
-            else lookup_lambdas(dataset, arch_of(model), self.split.code_key)
-        )
-        self.lambda_index = lambda_index
-        self._feat = (feature_dim, widen)
+        self.lambdas, self.lambda_source = tuple(o["lambdas"] or ()), "given"
+        if base == "infopro" and o["lambdas"] is None:
+            self.lambdas, self.lambda_source = _table_lambdas(dataset, arch_of(model), self.split.code_key)
+        elif base == "infopro" and preset and "lambdas" not in self.preset_overrides:
+            self.lambda_source = "release: the MLAAN run scripts' values"
+        self.lambda_index = o["lambda_index"]
+        self._feat = (o["feature_dim"], o["widen"])
         ends = [m[-1] for m in self.split.modules]
 
         if mlaan:
             self._build_mlaan(shapes, ends, lam_config)
         else:
             self.aux = nn.ModuleList(
-                self._local_loss(i, shapes[ends[i]], self.head_kind) for i in range(k - 1)
+                self._local_loss(i, shapes[ends[i]], self.head_kind, self.loss_mode) for i in range(k - 1)
             )
+        if self.head_init == "release":
+            for heads in (getattr(self, n, None) for n in ("aux", "indep", "casc")):
+                if heads is not None:
+                    release_conv_init(heads)
         self.to(next(model.parameters()).device)  # heads are built on the CPU; follow the model
+
+    def recipe_defaults(self) -> dict:
+        """Trainer fields this method's recipe fixes: the release's LR rule with ``preset="release"``."""
+        return dict(RELEASE_RECIPE) if self.preset == "release" else {}
 
     def _build_mlaan(self, shapes: dict, ends: list[int], lam_config) -> None:
         # Losses exist for modules span-1 .. K-2 (§3.3); only those LAMs and heads are built (§8.15).
@@ -152,15 +200,15 @@ class LocalLearning(Method):
         for i in self.loss_modules:
             chain = self._lam_chain(lam_config, i, ends[i], names)
             n_ema = 1 if self.ema_blocks == "first" else len(chain)
-            lam = LeapModule([model.blocks[c] for c in chain], chain, n_ema)
+            lam = LeapModule([model.blocks[c] for c in chain], chain, n_ema, self.ema_trainable)
             end_name = names[ends[i]] if ends[i] >= 0 else "stem"
             lam_shape = _check_lam(lam, shapes[ends[i]], end_name, chain, names)
             self.lams[str(i)] = lam
-            self.indep[str(i)] = self._local_loss(i, shapes[ends[i]], self.head_kind)
-            self.casc[str(i)] = self._local_loss(i, lam_shape, self.cascade_kind)
+            self.indep[str(i)] = self._local_loss(i, shapes[ends[i]], self.head_kind, self.indep_loss_mode)
+            self.casc[str(i)] = self._local_loss(i, lam_shape, self.cascade_kind, self.loss_mode)
 
     # --- construction helpers -------------------------------------------------------------
-    def _local_loss(self, i: int, shape: tuple[int, ...], kind: str) -> nn.Module:
+    def _local_loss(self, i: int, shape: tuple[int, ...], kind: str, mode: str) -> nn.Module:
         classes = self.model.num_classes
         feature_dim, widen = self._feat
         if self.base != "infopro":
@@ -170,10 +218,10 @@ class LocalLearning(Method):
             end = self.split.modules[i][-1]
             index = self.model.block_info[end].stage if end >= 0 else 0
         lam1, lam2 = infopro_lambdas(index, len(self.split), self.lambdas)
-        out = feature_dim if self.loss_mode == "contrast" else classes
+        out = feature_dim if mode == "contrast" else classes
         decoder = Decoder(shape[0], widen) if lam1 else None
         classifier = make_head(kind, shape, out, self.final_width, feature_dim, widen) if lam2 else None
-        return InfoProLoss(decoder, classifier, lam1, lam2, self.loss_mode)
+        return InfoProLoss(decoder, classifier, lam1, lam2, mode)
 
     def _lam_chain(self, lam_config, i: int, end: int, names: list[str]) -> list[int]:
         if isinstance(lam_config, dict):
@@ -203,7 +251,8 @@ class LocalLearning(Method):
         """InfoPro's reconstruction target: the un-normalised image x * std + mean (a constant)."""
         if self.base != "infopro":
             return None
-        return (images.detach().float() * self.std.float() + self.mean.float()).clamp_(0, 1)
+        images = at_least_float32(images.detach())
+        return (images * self.std.to(images.dtype) + self.mean.to(images.dtype)).clamp_(0, 1)
 
     def train_step(
         self, images: torch.Tensor, targets: torch.Tensor, backward: Backward
@@ -229,18 +278,58 @@ class LocalLearning(Method):
 
     def describe(self) -> str:
         parts = [f"{self.name}: {self.split_description}"]
+        if self.preset:
+            over = f" (overridden: {', '.join(self.preset_overrides)})" if self.preset_overrides else ""
+            parts.append(f"preset {self.preset}{over}")
         if self.mlaan:
             parts.append(f"heads: independent {self.head_kind}, cascaded {self.cascade_kind}")
             parts.append(
                 f"span {self.span}, w_x {self.w_x}, w_y {self.w_y}, EMA m={self.ema_momentum} "
-                f"({self.ema_update} LAMs, {self.ema_blocks} block(s)), BN updates {self.bn_updates}"
+                f"({self.ema_update} LAMs, {self.ema_blocks} block(s)"
+                + (", trained by SGD too" if self.ema_trainable else "")
+                + f"), BN updates {self.bn_updates}"
                 + (", recompute" if self.recompute else "")
             )
         else:
             parts.append(f"head: {self.head_kind}")
+        if self.head_init != "torch":
+            parts.append(f"head init {self.head_init}")
         if self.base == "infopro":
-            parts.append(f"InfoPro {self.loss_mode}, lambdas {self.lambdas} by {self.lambda_index} index")
+            mode = self.loss_mode if self.indep_loss_mode == self.loss_mode else (
+                f"{self.indep_loss_mode} (independent) / {self.loss_mode} (cascaded)"
+            )
+            parts.append(
+                f"InfoPro {mode}, lambdas {self.lambdas} ({self.lambda_source}) by {self.lambda_index} index"
+            )
         return "; ".join(parts)
+
+
+def _table_lambdas(dataset: str | None, arch: str | None, key: int | None) -> tuple[tuple, str]:
+    """InfoPro's published lambdas and where they came from; without an entry, the default and a warning."""
+    found = lookup_lambdas(dataset, arch, key)
+    if found is not None:
+        return found, f"published for {dataset}, {arch}, K={key}"
+    where = f"dataset {dataset!r}" if dataset else "an unnamed dataset"
+    warnings.warn(
+        f"InfoPro: no published loss weights (ixx_1, ixy_1, ixx_2, ixy_2) for {where}, "
+        f"{arch or 'this model'}, code key {key}; using {DEFAULT_LAMBDAS} (AugLocal's deep-split "
+        f"setting). Choose with lambdas=[a, b, c, d] or dataset=cifar10|svhn|stl10 "
+        f"(--method-opt on the command line).",
+        stacklevel=3,
+    )
+    return DEFAULT_LAMBDAS, f"default: nothing published for {where}, {arch or 'this model'}, K={key}"
+
+
+def release_conv_init(module: nn.Module) -> None:
+    """Conv weights ~ N(0, 2/(k*k*C_out)), BN gamma 1 and beta 0: the release's init loop, which runs
+    over its auxiliary heads and decoders as well as the backbone (biases keep PyTorch's init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def _check_choice(name: str, value, valid) -> None:

@@ -62,6 +62,7 @@ _CONFIG2_KEYS = {"resnet32": {2, 4, 8, 15}, "resnet110": {16, 32, 54}}
 # The group's label -> code key, where they differ (§1.4).
 _LABELS = {"resnet32": {16: 15}, "resnet110": {55: 54}, "resnet101": {34: 33}}
 TABLE_NAMES = (*_ARCHS.values(), "infopro*", "infopro*-stl10")
+SPLIT_WORDS = ("auto", "table", "blocks", "memory", *TABLE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,12 @@ def _from_ends(ends: list[int], n: int) -> tuple[tuple[int, ...], ...]:
         mods.append(tuple(range(start, e + 1)))
         start = e + 1
     return tuple(mods)
+
+
+def _looks_like_block(token: str) -> bool:
+    """"stem" or a block name "s.l" (digits around one dot)."""
+    stage, dot, index = token.partition(".")
+    return token == "stem" or (dot == "." and stage.isdigit() and index.isdigit())
 
 
 def _parse_cuts(text: str, names: list[str], n: int) -> list[int]:
@@ -217,7 +224,13 @@ def resolve_split(
         )
     all_names = ("stem", *names)
 
-    if split not in ("auto", "table", "blocks", "memory", *TABLE_NAMES):
+    if split not in SPLIT_WORDS:
+        if not any(_looks_like_block(t) for t in split.replace(",", " ").split()):
+            raise ValueError(
+                f"split {split!r} is not a split name or a list of end blocks; valid names: "
+                f"{', '.join(SPLIT_WORDS)} (blocks = balanced block counts, memory = balanced "
+                f"activation memory), or end blocks such as '1.2,2.1,3.0'"
+            )
         ends = _parse_cuts(split, names, n)
         if modules is not None and len(ends) != modules:
             raise ValueError(f"split {split!r} has {len(ends)} modules but modules={modules}")

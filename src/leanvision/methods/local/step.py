@@ -1,9 +1,13 @@
 """One training step of local learning: every backward pass of a batch, no optimizer step.
 
-The MLAAN step computes the gradients of the released code's procedure (spec §3.3, routing §3.4)
-with each module run forward once. The release re-runs modules on a second stream ("y"/"z") so that
-cascaded loss i back-propagates into modules i-span+1..i; here each module's graph is kept until the
-last cascaded loss that reaches it has passed through, and the gradients are routed explicitly:
+The MLAAN step computes the gradients of the procedure of spec §3.3 (routing §3.4) for the
+method's options, with each module run forward once. That procedure is the released code's
+(``resnetMLAAN.py``: span 2, EMA of the last LAM only) generalised to span 3 and other EMA rules;
+with our defaults (span 3, EMA of every LAM) it is *not* what the release computes, and
+``preset="release"`` selects the release's options (docs/local_learning_release.md). The release
+re-runs modules on a second stream ("y"/"z") so that cascaded loss i back-propagates into modules
+i-span+1..i; here each module's graph is kept until the last cascaded loss that reaches it has
+passed through, and the gradients are routed explicitly:
 
 - a loss's gradient w.r.t. a module output h_j is found by backward through the heads/LAM only
   (their inputs are detached leaves), so the independent and cascaded parts stay apart;
@@ -17,8 +21,12 @@ release's 1+span forwards and backwards. With ``recompute=True`` a graph is free
 parameter gradient is owed (or not built when no input gradient needs it) and rebuilt for that
 gradient (one more forward, RNG replayed, BN statistics frozen), so fewer module graphs are alive
 while a LAM runs.
-tests/test_local_equivalence.py proves the gradients equal a literal transcription of §3.3 to
-1e-6 in float64, with and without recompute.
+
+What is tested (tests/test_local_equivalence.py, float64): the gradients and BN statistics equal
+those of a transcription of §3.3 written in that test (span 2 and 3, DGL and InfoPro, with and
+without recompute; rtol 1e-9); and with ``preset="release"`` two full training steps (passes, EMA,
+SGD) equal the test's transcription of the released ``resnetMLAAN.py`` / ``resnetInfoProbin.py``
+procedure (our rewrite of it, not the authors' code) to float64 rounding.
 """
 
 from __future__ import annotations
