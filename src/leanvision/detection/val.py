@@ -162,7 +162,7 @@ def load_eval_split(data: str | Path, split: str, on_error: str = "skip") -> tup
     """
     from ..config import ConfigError
     from .det_check import check_dataset, load_yolo_dataset
-    from .det_formats import DatasetFormatError, read_coco, read_voc, voc_split_ids
+    from .det_formats import DatasetFormatError, MissingSplitError, read_coco, read_voc, voc_split_ids
     from .train import load_detection_data
 
     path = Path(data)
@@ -171,11 +171,9 @@ def load_eval_split(data: str | Path, split: str, on_error: str = "skip") -> tup
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             return load_yolo_dataset(path, split, on_error=on_error)
-        except DatasetFormatError as e:
-            if f"split '{split}' is empty or missing" in str(e):
-                raise ConfigError(f"--split {split}: {path} has no '{split}:' entry (or it lists no images); add it "
-                                  f"to the yaml or pick another split") from None
-            raise
+        except MissingSplitError:
+            raise ConfigError(f"--split {split}: {path} has no '{split}:' entry (or it lists no images); add it "
+                              f"to the yaml or pick another split") from None
     if split != "test":
         splits, names = load_detection_data(path, on_error=on_error)
         return splits[split], names
