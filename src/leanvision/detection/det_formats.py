@@ -132,13 +132,8 @@ def _list_images(entry, root: Path, yaml_file: Path, split: str) -> list[str]:
         files, _, _ = walk_files(p, _is_image, error=DatasetFormatError)
         return [str(p / f) for f in files]
     if p.suffix.lower() == ".txt" and p.is_file():
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DatasetFormatError(f"{p}: cannot read this image list ({e}); it must be UTF-8 text, one image "
-                                     "path per line") from None
         files = []
-        for line in text.splitlines():
+        for line in read_text_file(p, "this image list, one image path per line").splitlines():
             line = line.strip()
             if line:
                 f = Path(line)
@@ -444,7 +439,16 @@ def voc_split_ids(root: str | os.PathLike, split: str | None) -> list[str] | Non
     f = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
     if not f.is_file():
         return None
-    return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in read_text_file(f, "an id list, one image id per line").splitlines()
+            if line.strip()]
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A small UTF-8 text file of a dataset (image or id list), or a DatasetFormatError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{path}: cannot read {what} ({e}); it must be UTF-8 text") from None
 
 
 def read_voc(
