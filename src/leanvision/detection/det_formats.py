@@ -133,8 +133,10 @@ def _list_images(entry, root: Path, yaml_file: Path, split: str) -> list[str]:
         return [str(p / f) for f in files]
     if p.suffix.lower() == ".txt" and p.is_file():
         files = []
-        for line in read_text_file(p, "this image list, one image path per line").splitlines():
+        for ln, line in enumerate(read_text_file(p, "this image list, one image path per line").splitlines(), 1):
             line = line.strip()
+            if "\x00" in line:
+                raise DatasetFormatError(f"{p}: line {ln} holds a NUL character; one image path per line")
             if line:
                 f = Path(line)
                 # ultralytics convention: "./x.jpg" is relative to the list file's folder
@@ -213,7 +215,8 @@ def load_data_yaml(path: str | os.PathLike, splits: Sequence[str] = ("train", "v
     try:
         cfg = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise DatasetFormatError(f"{yaml_file}: cannot read the data yaml ({e}); check the path and syntax") from e
+        why = " ".join(str(e).split())  # YAML's messages span lines; the error is one
+        raise DatasetFormatError(f"{yaml_file}: cannot read the data yaml ({why}); check the path and syntax") from e
     if not isinstance(cfg, dict) or "names" not in cfg or "train" not in cfg:
         raise DatasetFormatError(
             f"{yaml_file}: a data yaml needs at least 'train' and 'names' keys (and usually 'path' and 'val')"
@@ -317,17 +320,28 @@ def read_coco(
         data = json.loads(json_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatasetFormatError(f"{json_file}: cannot parse COCO json ({e}); check the file is complete") from e
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "categories")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DatasetFormatError(f"{json_file}: a COCO json needs 'images', 'annotations' and 'categories' lists")
     if "annotations" not in data:  # an image-info file (e.g. a test split whose labels are withheld)
         warnings.warn(f"{json_file}: no 'annotations' list; its images are read without labels", stacklevel=2)
+    elif not isinstance(data["annotations"], list):
+        raise DatasetFormatError(f"{json_file}: 'annotations' must be a list, got {type(data['annotations']).__name__}")
+    bad = (KeyError, TypeError, ValueError, OverflowError, AttributeError)  # what a malformed entry raises
     try:
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
         names = [str(c["name"]) for c in cats]
-        imgs = {int(im["id"]): im for im in data["images"]}
-    except (KeyError, TypeError, ValueError) as e:
-        raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from e
+        imgs = {}
+        for im in data["images"]:
+            if not isinstance(im.get("file_name"), str) or not im["file_name"].strip("\x00"):
+                raise ValueError(f"image entry {str(im)[:80]} has no 'file_name' string")
+            if "\x00" in im["file_name"]:
+                raise ValueError(f"file_name {im['file_name']!r} holds a NUL character")
+            imgs[int(im["id"])] = im
+    except bad as e:
+        raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from None
+    if len(cat_index) != len(cats):
+        raise DatasetFormatError(f"{json_file}: two categories share an id; each category needs its own 'id'")
     if images_dir is None:
         images_dir = _guess_images_dir(json_file, next(iter(imgs.values()), {}).get("file_name"))
     images_dir = Path(images_dir)
@@ -335,14 +349,16 @@ def read_coco(
     per_img: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in imgs}
     for k, ann in enumerate(data.get("annotations", [])):
         try:
-            img_id, bbox, cat = int(ann["image_id"]), [float(v) for v in ann["bbox"]], int(ann["category_id"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetFormatError(f"{json_file}: annotation #{k} is malformed ({e!r})") from e
+            img_id, cat = int(ann["image_id"]), int(ann["category_id"])
+            bbox = [float(v) for v in ann["bbox"]]
+            crowd = ann.get("iscrowd", 0)
+        except bad as e:
+            raise DatasetFormatError(f"{json_file}: annotation #{k} is malformed ({e!r})") from None
         if img_id not in per_img:
             raise DatasetFormatError(
                 f"{json_file}: annotation #{k} refers to image_id {img_id}, which is not in 'images'"
             )
-        if ann.get("iscrowd", 0) and not keep_crowd:
+        if crowd and not keep_crowd:
             continue
         c, b, p = per_img[img_id]
         if len(bbox) != 4:
@@ -357,7 +373,10 @@ def read_coco(
     samples = []
     for img_id, im in imgs.items():
         c, b, p = per_img[img_id]
-        shape = (int(im.get("height", 0) or 0), int(im.get("width", 0) or 0))
+        try:
+            shape = (int(im.get("height", 0) or 0), int(im.get("width", 0) or 0))
+        except (TypeError, ValueError, OverflowError):
+            shape = (0, 0)  # read from the image header below
         f = images_dir / im["file_name"]
         if shape[0] <= 0 or shape[1] <= 0:
             shape = image_size(f) or (0, 0)
@@ -401,7 +420,7 @@ def read_voc_xml(
     size = root.find("size")
     try:
         shape = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError, OverflowError):
         shape = (0, 0)
     if shape[0] <= 0 or shape[1] <= 0:
         shape = image_size(f) or (0, 0)
