@@ -42,7 +42,7 @@ def busy_parent_cv2_pool() -> None:
     time.sleep(0.05)
 
 
-def _dataset(tmp: Path, images: int = 12) -> Path:
+def _dataset(tmp: Path, images: int = 8) -> Path:
     """Synthetic set with 320 px images (the check decodes them with OpenCV in the parent, as real photos
     do) and a test split, for ``detect val --split test``."""
     data = generate_synthetic_dataset(tmp / "data", images=images, imgsz=320, seed=3, val_fraction=0.34)
@@ -88,7 +88,7 @@ def _run_cli(runs: list[list[str]], timeout: float) -> str:
 
 
 def _train_argv(data: Path, runs: Path, name: str, workers: int, mosaic: bool) -> list[str]:
-    return ["detect", "train", "--data", str(data), "--epochs", "1", "--batch", "4", "--imgsz", "96",
+    return ["detect", "train", "--data", str(data), "--epochs", "1", "--batch", "4", "--imgsz", "64",
             "--workers", str(workers), "--mosaic", "1.0" if mosaic else "0.0", "--close-mosaic", "0",
             "--project", str(runs), "--name", name, "--no-progress", "--no-plots"]
 
@@ -99,7 +99,7 @@ def test_detect_train_and_val_split_test_with_workers(tmp_path):
     data = _dataset(tmp_path)
     out = _run_cli([_train_argv(data, tmp_path / "runs", "w2", 2, True),
                     ["detect", "val", "--weights", str(tmp_path / "runs" / "w2" / "best.pt"), "--data", str(data),
-                     "--split", "test", "--workers", "2", "--imgsz", "96", "--batch", "4"]], timeout=300)
+                     "--split", "test", "--workers", "2", "--imgsz", "64", "--batch", "4"]], timeout=300)
     assert out.count("RC 0") == 2
     assert "mAP50-95" in out
 

@@ -219,10 +219,10 @@ def _read_cache(path: Path, key: str, image_files: Sequence[str]) -> list[dict] 
     (a stale cache silently, a damaged or foreign one with a warning naming it)."""
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not isinstance(data.get("key"), str) or not isinstance(data.get("samples"),
-                                                                                                   list):
+        shaped = isinstance(data, dict) and isinstance(data.get("key"), str) and isinstance(data.get("samples"), list)
+        if not shaped:
             raise ValueError("not a label cache")
-        if data.get("key") != key:
+        if data["key"] != key:
             return None  # built from other files or settings: rebuilt
         samples = _from_json(data["samples"])
         if [s["im_file"] for s in samples] != list(image_files):
