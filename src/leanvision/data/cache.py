@@ -1,10 +1,13 @@
 """Decoded-array cache: decode compressed images once, then load a .npz in about a second.
 
 Default folder ``~/.cache/leanvision``; the ``LEANVISION_CACHE`` environment variable or a
-``cache_dir=`` argument overrides it. An entry is keyed by the source (its resolved path, size and
-modification time, or for a folder every image's relative path, size and mtime) plus what was asked
-of it, so editing or replacing the source makes a new entry. Entries are written to a temporary file
-and renamed, so an interrupted build never leaves a half-written entry behind.
+``cache_dir=`` argument overrides it. An entry is keyed by the source (its resolved path, or for a
+folder every image's relative path, with each file's size, mtime, ctime and inode) plus what was asked
+of it, so editing or replacing the source makes a new entry: ctime and inode change whenever a file is
+written, copied or moved in, even when a copy keeps the old mtime and size (``cp -p``, ``tar x``,
+``rsync -a``). The key is also stored inside the entry and compared on loading, so an entry never
+serves another source, whatever its file name. Entries are written to a temporary file and renamed,
+so an interrupted build never leaves a half-written entry behind.
 """
 
 from __future__ import annotations
@@ -28,18 +31,25 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "leanvision"
 
 
+_KEY = "__cache_key__"  # array name of the key inside an entry
+
+
+def stat_key(path: str | os.PathLike) -> str:
+    """What identifies one version of a file: size, mtime, ctime (ns) and inode."""
+    st = os.stat(path)
+    return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
 def file_key(path: Path) -> str:
-    """Key of one source file: resolved path, size and mtime (ns)."""
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    """Key of one source file: resolved path and :func:`stat_key`."""
+    return f"{path.resolve()}|{stat_key(path)}"
 
 
 def files_key(root: Path, relpaths: Iterable[str]) -> str:
-    """Key of a set of files under ``root``: a hash of every relative path, size and mtime."""
-    h = hashlib.sha1(str(root.resolve()).encode())
+    """Key of a set of files under ``root``: a hash of every relative path and its :func:`stat_key`."""
+    h = hashlib.sha1(str(root.resolve()).encode("utf-8", "surrogateescape"))
     for rel in relpaths:
-        st = (root / rel).stat()
-        h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{rel}|{stat_key(root / rel)}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -50,16 +60,22 @@ def _entry(key: str, label: str, cache_dir: str | os.PathLike | None) -> Path:
 
 def load_cached(key: str, label: str, cache_dir: str | os.PathLike | None = None
                 ) -> dict[str, np.ndarray] | None:
-    """The arrays stored under ``key``, or None when there is no readable entry."""
+    """The arrays stored under ``key``, or None when there is no readable entry built from that key."""
     path = _entry(key, label, cache_dir)
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         warnings.warn(f"cache entry {path} is unreadable ({e}); rebuilding it", stacklevel=2)
         return None
+    stored = arrays.pop(_KEY, None)
+    if stored is None or stored.shape != () or str(stored) != key:
+        warnings.warn(f"cache entry {path} was not built from this source (its key differs); rebuilding it",
+                      stacklevel=2)
+        return None
+    return arrays
 
 
 def store_cached(key: str, label: str, arrays: dict[str, np.ndarray],
@@ -71,7 +87,7 @@ def store_cached(key: str, label: str, arrays: dict[str, np.ndarray],
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays, **{_KEY: np.asarray(key)})
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

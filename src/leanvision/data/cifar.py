@@ -4,11 +4,12 @@ CIFAR-10: ``cifar-10-batches-py/`` with ``data_batch_1..5``, ``test_batch`` and 
 CIFAR-100: ``cifar-100-python/`` with ``train``, ``test`` and ``meta`` (fine labels). Each batch is
 a pickled dict with ``b'data'`` (N, 3072) uint8 (R, G, B planes of 32×32) and ``b'labels'`` or
 ``b'fine_labels'``. The folder, its parent or the downloaded .tar.gz may be given as ``root``.
+The batches are read by :func:`plain_pickle.load_plain_pickle`, which rebuilds only plain data, so a
+crafted batch file in a data folder cannot run code.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,15 @@ import numpy as np
 from . import recipes
 from .base import ArrayDataset, DatasetError, check_labels
 from .files import read_release
+from .plain_pickle import PlainPickleError, load_plain_pickle
 
 
 def _unpickle(opener, source: str) -> dict:
     try:
         with opener() as f:
-            d = pickle.load(f, encoding="bytes")
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise DatasetError(f"{source}: not a readable CIFAR pickle ({type(e).__name__}: {e}); the file is "
-                           f"truncated or not the python version of CIFAR, download it again") from e
+            d = load_plain_pickle(f, source, encoding="bytes")
+    except PlainPickleError as e:
+        raise DatasetError(f"{e}; expected a batch of the python version of CIFAR, download it again") from None
     if not isinstance(d, dict):
         raise DatasetError(f"{source}: expected a pickled dict, got {type(d).__name__}")
     return d

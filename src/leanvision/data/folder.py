@@ -32,6 +32,7 @@ from ._decode import decode_all, image_size
 from .base import ArrayDataset, DatasetError, DataSpec
 from .cache import cache_root, cached_arrays, file_key, files_key, load_cached, store_cached
 from .files import is_archive, open_tar
+from .walk import check_name, walk_files
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SMALL_MAX = 64  # px, longer side; 64x64x3 bytes x 100k images is 1.2 GB, still fine in memory
@@ -93,19 +94,20 @@ def _resolve_layout(files: list[str], dirs: set[str], source: str, train: bool,
     if unknown:
         raise DatasetError(f"{source}: class folder {prefix}{unknown[0]} has no counterpart in "
                            f"{class_prefix}; every split needs the training split's class folders")
+    if len(classes) < 2:
+        found = f"only one class folder ({class_prefix}{classes[0]}/)" if classes else "no class folders"
+        raise DatasetError(f"{source}: {found}; a classifier needs at least two classes, one folder per class")
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[f[len(prefix):].split("/", 1)[0]] for f in split_files]
     return split_files, labels, classes
 
 
 def _scan_dir(root: Path) -> tuple[list[str], set[str]]:
-    files, dirs = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        rel = Path(dirpath).relative_to(root).as_posix()
-        rel = "" if rel == "." else rel + "/"
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        dirs.update(rel + d + "/" for d in dirnames)
-        files.extend(rel + f for f in filenames if _is_image(f))
+    """Images and folders of a tree, symlinks followed once and never into a loop (see ``walk.py``)."""
+    files, dirs, skipped = walk_files(root, _is_image)
+    if skipped:
+        print(f"note: {root}: skipped {len(skipped)} symlink(s) into folders or files already in the tree, so "
+              f"no image is read twice or under two classes (e.g. {skipped[0]})")
     return files, dirs
 
 
@@ -126,6 +128,7 @@ def _scan_tar(path: Path, keep_bytes: bool | None) -> tuple[list[str], set[str],
                 if m.isdir():
                     dirs.add(m.name.rstrip("/") + "/")
                 elif m.isfile() and _is_image(m.name):
+                    check_name(m.name, str(path))
                     files.append(m.name)
                     if keep is not False:
                         data = tf.extractfile(m).read()

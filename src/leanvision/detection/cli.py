@@ -97,17 +97,19 @@ def cmd_val(args) -> int:
     from ..engine.run_folder import write_json
     from .det_dataset import build_detection_loader
     from .evaluate import format_results
-    from .train import load_detection_data, resolve_amp
-    from .val import load_detector, validate
+    from .train import resolve_amp
+    from .val import load_detector, load_eval_split, validate
 
     device = resolve_device(args.device)
     model, cfg = load_detector(args.weights, device)
     names = cfg["detector"]["names"]
-    splits, data_names = load_detection_data(args.data or cfg.get("data", ""), on_error="skip")
+    data = args.data or cfg.get("data", "")
+    if not data:
+        raise ConfigError(f"{args.weights} does not name its dataset; pass --data")
+    samples, data_names = load_eval_split(data, args.split, on_error="skip")
     if len(data_names) != len(names):
-        raise ConfigError(f"{args.data}: {len(data_names)} classes, but {args.weights} was trained on {len(names)}")
+        raise ConfigError(f"{data}: {len(data_names)} classes, but {args.weights} was trained on {len(names)}")
     imgsz = args.imgsz or int(cfg.get("imgsz", 640))
-    samples = splits.get(args.split) or splits["val"]
     loader = build_detection_loader(samples, imgsz, args.batch, augment=False, workers=args.workers, distributed=False,
                                     rect=args.rect)
     res = validate(model, loader, names, device, resolve_amp("auto", device), conf=args.conf, iou=args.iou,
@@ -176,7 +178,7 @@ def add_detect_parser(sub) -> None:
                         description="Validate best.pt/last.pt on a dataset (default: the one it was trained on).")
     v.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`")
     v.add_argument("--data", help="data.yaml, COCO json or VOC folder (default: the training data)")
-    v.add_argument("--split", default="val", help="val (default) or train")
+    v.add_argument("--split", default="val", help="val (default), train or test")
     v.add_argument("--imgsz", type=argtype(int, multiple_of(32)), help="default: the training size")
     v.add_argument("--batch", type=argtype(int, at_least(1)), default=16)
     v.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,

@@ -14,8 +14,14 @@
 summary. Boxes within ``tol`` pixels outside the image are clipped silently (rounding in exports).
 
 :func:`load_yolo_dataset` = data.yaml -> checked samples per split, with a cache of parsed and
-checked labels next to the labels folder (``labels/<split>.cache``; or in ``cache_dir``), keyed
-by the sizes and mtimes of every image and label file, written atomically.
+checked labels next to the labels folder (``labels/<split>.cache``; or in ``cache_dir``), written
+atomically. The cache records what it was built from: a hash of every image and label file's path,
+size, mtime, ctime and inode (``data.cache.stat_key``), and the image list itself; it is used only when
+both match, and rebuilt otherwise (a damaged or foreign cache file with a warning).
+
+A split none of whose images has a label file is an error, whatever ``on_error`` says: a missing
+``labels/`` folder would otherwise train on background only (a single image without a label file
+is an image without objects, as in YOLO).
 """
 
 from __future__ import annotations
@@ -31,8 +37,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.cache import stat_key
 from .det_dataset import load_rgb
-from .det_formats import DatasetFormatError, img2label_path, load_data_yaml, make_sample, read_yolo_split
+from .det_formats import (
+    DatasetFormatError,
+    MissingSplitError,
+    img2label_path,
+    load_data_yaml,
+    make_sample,
+    read_yolo_split,
+)
 
 CACHE_VERSION = 2  # 2: images verified with the training decoder (OpenCV)
 # Problems that make the whole sample unusable (not just one box) start with one of these;
@@ -158,15 +172,15 @@ def check_dataset(
 
 
 def _files_key(files: Sequence[str]) -> str:
-    """Hash of (path, size, mtime) of every image and label file; any edit invalidates the cache."""
+    """Hash of the path and :func:`stat_key` of every image and label file; any edit, copy or move
+    invalidates the cache."""
     h = hashlib.sha256()
     for f in files:
         for p in (f, img2label_path(f)):
             try:
-                st = os.stat(p)
-                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                h.update(f"{p}|{stat_key(p)}\n".encode("utf-8", "surrogateescape"))
             except OSError:
-                h.update(f"{p}|missing\n".encode())
+                h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -200,6 +214,26 @@ def _atomic_write_json(path: Path, obj) -> None:
         raise
 
 
+def _read_cache(path: Path, key: str, image_files: Sequence[str]) -> list[dict] | None:
+    """The cached samples if ``path`` was built from ``key`` and holds exactly ``image_files``, else None
+    (a stale cache silently, a damaged or foreign one with a warning naming it)."""
+    try:
+        data = json.loads(path.read_text())
+        shaped = isinstance(data, dict) and isinstance(data.get("key"), str) and isinstance(data.get("samples"), list)
+        if not shaped:
+            raise ValueError("not a label cache")
+        if data["key"] != key:
+            return None  # built from other files or settings: rebuilt
+        samples = _from_json(data["samples"])
+        if [s["im_file"] for s in samples] != list(image_files):
+            raise ValueError("its image list differs from the split's")
+        return samples
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        warnings.warn(f"label cache {path} is damaged or belongs to another dataset ({e}); rebuilding it",
+                      stacklevel=3)
+        return None
+
+
 def cache_path_for(image_files: Sequence[str], split: str, cache_dir: str | os.PathLike | None) -> Path:
     """Cache file: beside the first label file's folder, or ``cache_dir/<hash>-<split>.cache``."""
     if cache_dir is not None:
@@ -229,12 +263,9 @@ def read_checked_split(
     key = _files_key(image_files) + f"|nc={nc}|verify={verify_images}|v{CACHE_VERSION}"
     path = cache_path_for(image_files, split, cache_dir)
     if cache and path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                return _from_json(data["samples"])
-        except (OSError, ValueError, KeyError):
-            pass  # a stale or damaged cache is rebuilt, never trusted
+        cached = _read_cache(path, key, image_files)
+        if cached is not None:
+            return cached
     raw = read_yolo_split(image_files)
     if verify_images:  # fold the image check into the cached problems: decoding is the slow part
         for s in raw:
@@ -259,10 +290,15 @@ def load_yolo_dataset(
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[list[dict], list[str]]:
     """data.yaml -> (checked samples of one split, class names). See the module docstring."""
-    cfg = load_data_yaml(data_yaml)
+    cfg = load_data_yaml(data_yaml, splits=(split,))
     files = cfg.get(split) or []
     if not files:
-        raise DatasetFormatError(f"{data_yaml}: split '{split}' is empty or missing; set '{split}:' in the yaml")
+        raise MissingSplitError(f"{data_yaml}: split '{split}' is empty or missing; set '{split}:' in the yaml")
+    if not any(img2label_path(f).is_file() for f in files):
+        raise DatasetFormatError(
+            f"{data_yaml}: none of the {len(files)} '{split}' images has a label file (the first would be "
+            f"{img2label_path(files[0])}); YOLO labels live where the last /images/ folder of an image path is "
+            "replaced by /labels/, one .txt per image")
     nc = len(cfg["names"])
     raw = read_checked_split(files, nc, split, verify_images, cache, cache_dir)
     # images already verified (or not) above; the check below only looks at labels

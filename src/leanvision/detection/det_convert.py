@@ -29,7 +29,7 @@ import yaml
 
 from ..engine.checkpoint import atomic_write_text
 from .det_check import check_dataset
-from .det_formats import DatasetFormatError, read_coco, read_voc
+from .det_formats import DatasetFormatError, read_coco, read_voc, voc_split_ids
 
 SODA_CLASSES = [
     "person",
@@ -176,8 +176,7 @@ def read_soda(root: str | os.PathLike, keep_difficult: bool = False, seed: int =
 
 
 def _ids_or_empty(root: Path, split: str) -> list[str]:
-    f = root / "ImageSets" / "Main" / f"{split}.txt"
-    return [ln.split()[0] for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+    return voc_split_ids(root, split) or []
 
 
 def _coco_jsons(src: Path) -> dict[str, Path]:

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from .augment import apply_ratio_pad, augment_hsv, hflip, letterbox, mosaic4, random_affine, resize_long_side
+from .det_formats import DatasetFormatError
 
 
 def load_rgb(path: str) -> np.ndarray:
@@ -50,7 +51,7 @@ def load_rgb(path: str) -> np.ndarray:
     data = np.fromfile(path, np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if img is None:
-        raise ValueError(f"{path}: cannot decode the image (empty, corrupt or not an image file)")
+        raise DatasetFormatError(f"{path}: cannot decode the image (empty, corrupt or not an image file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -284,7 +285,7 @@ def build_detection_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        worker_init_fn=match_cv2_threads if workers else None,
+        worker_init_fn=serial_cv2_in_worker if workers else None,
         collate_fn=collate_fn,
         drop_last=drop_last,
         pin_memory=pin_memory,
@@ -292,10 +293,27 @@ def build_detection_loader(
     )
 
 
-def match_cv2_threads(_worker_id: int | None = None) -> None:
-    """Give OpenCV the thread budget torch has in this process (1 in a DataLoader worker), so image
-    decoding and warping do not oversubscribe the cores the training step uses."""
+def match_cv2_threads() -> None:
+    """In the main process (``workers=0``): give OpenCV the thread budget torch has, so image decoding
+    and warping do not oversubscribe the cores the training step uses. Never call it in a forked
+    worker: see :func:`serial_cv2_in_worker`."""
     cv2.setNumThreads(torch.get_num_threads())
+
+
+def serial_cv2_in_worker(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: OpenCV runs single-threaded in a worker, without touching the pool
+    it inherited.
+
+    A forked worker inherits the parent's OpenCV pthreads pool (built the first time the parent ran a
+    parallel OpenCV call, e.g. the dataset check decoding images of 320 px or more) but none of its
+    threads. ``cv2.setNumThreads(n)`` for n >= 1 stops that pool: it joins the threads and destroys their
+    condition variables, and ``pthread_cond_destroy`` then waits forever for waiters that only existed in
+    the parent, a hang at random (issue 12, item 0). ``setNumThreads(0)`` only records the setting and
+    makes every OpenCV parallel loop run inline, so the inherited pool is never touched. One thread per
+    worker is what the workers need anyway (torch also runs 1 there); tests/test_det_workers.py checks
+    this under a parent pool that is sure to exist.
+    """
+    cv2.setNumThreads(0)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:

@@ -26,6 +26,7 @@ Supported layouts:
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -36,11 +37,21 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from ..data.base import DatasetError
+from ..data.walk import walk_files
+
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetFormatError(ValueError):
-    """An annotation file (or data.yaml) that cannot be read at all; the message names the file."""
+class DatasetFormatError(DatasetError):
+    """An annotation file (or data.yaml) that cannot be read at all; the message names the file.
+
+    A :class:`leanvision.data.DatasetError` (and so a ValueError), the one error family of dataset input."""
+
+
+class MissingSplitError(DatasetFormatError):
+    """The data.yaml has no entry for the split asked for, or it lists no images (a broken entry is a
+    plain :class:`DatasetFormatError`, never this)."""
 
 
 def make_sample(im_file, shape, cls=None, boxes=None, problems=None) -> dict:
@@ -80,16 +91,52 @@ def img2label_path(im_file: str | os.PathLike) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _list_images(entry: str | os.PathLike, root: Path, yaml_file: Path) -> list[str]:
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTS)
+
+
+def _moved_split(entry: str, bases: Sequence[Path]) -> Path | None:
+    """A split path that does not exist, found again by its trailing folders next to the yaml.
+
+    Exports carry the exporter's absolute paths (Roboflow: ``F://PPE detection//css-data//train//images``;
+    ``../train/images`` from a yaml moved up a folder). Tried longest first, at least two components (a
+    bare ``images`` would match any split), under each of ``bases``; Windows and POSIX separators alike.
+    """
+    parts = [q for q in entry.replace("\\", "/").split("/") if q not in ("", ".")]
+    for k in range(len(parts), 1, -1):
+        tail = parts[-k:]
+        if ".." in tail or tail[0].endswith(":"):  # no way up, no drive letter
+            continue
+        for base in bases:
+            if base.joinpath(*tail).exists():
+                return base.joinpath(*tail)
+    return None
+
+
+def _list_images(entry, root: Path, yaml_file: Path, split: str) -> list[str]:
     """Expand one train/val entry (folder, txt list of images, or a single image) into files."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise DatasetFormatError(
+            f"{yaml_file}: '{split}' must be a folder, a .txt list of images, an image, or a list of those (paths "
+            f"as strings); got {type(entry).__name__} {entry!r}"
+        )
     p = Path(entry)
     p = p if p.is_absolute() else root / p
+    if not p.exists():
+        found = _moved_split(entry, [yaml_file.parent, root] if root != yaml_file.parent else [root])
+        if found is not None:
+            print(f"note: {yaml_file}: {split} path '{entry}' does not exist; using {found} (its trailing folders, "
+                  f"found next to the yaml); write '{split}: {os.path.relpath(found, root)}' to silence this")
+            p = found
     if p.is_dir():
-        return sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMG_EXTS)
+        files, _, _ = walk_files(p, _is_image, error=DatasetFormatError)
+        return [str(p / f) for f in files]
     if p.suffix.lower() == ".txt" and p.is_file():
         files = []
-        for line in p.read_text().splitlines():
+        for ln, line in enumerate(read_text_file(p, "this image list, one image path per line").splitlines(), 1):
             line = line.strip()
+            if "\x00" in line:
+                raise DatasetFormatError(f"{p}: line {ln} holds a NUL character; one image path per line")
             if line:
                 f = Path(line)
                 # ultralytics convention: "./x.jpg" is relative to the list file's folder
@@ -98,50 +145,94 @@ def _list_images(entry: str | os.PathLike, root: Path, yaml_file: Path) -> list[
         return files
     if p.suffix.lower() in IMG_EXTS and p.is_file():
         return [str(p)]
+    if not p.exists():
+        raise DatasetFormatError(
+            f"{yaml_file}: {split} path '{entry}' does not exist (looked for {p}, and for its trailing folders next "
+            f"to the yaml); write the {split} images folder relative to {root}, e.g. '{split}: images/{split}' "
+            f"or '{split}: {split}/images'"
+        )
     raise DatasetFormatError(
         f"{yaml_file}: split entry '{entry}' resolves to {p}, which is not an image "
         "folder, a .txt list of images or an image; fix the path in the yaml"
     )
 
 
-def load_data_yaml(path: str | os.PathLike) -> dict:
+def _yaml_names(cfg: dict, yaml_file: Path) -> list[str]:
+    """``names`` (list or {index: name}) checked against ``nc``; every mistake is one message naming the key."""
+    names = cfg["names"]
+    if isinstance(names, dict):
+        try:
+            index = {int(k): v for k, v in names.items() if not isinstance(k, bool)}
+        except (TypeError, ValueError):
+            index = {}
+        if len(index) != len(names) or sorted(index) != list(range(len(index))):
+            raise DatasetFormatError(f"{yaml_file}: 'names' keys must be the class indices 0..{len(names) - 1}, got "
+                                     f"{list(names)[:10]}")
+        names = [index[k] for k in range(len(index))]
+    elif isinstance(names, str):
+        raise DatasetFormatError(f"{yaml_file}: 'names' is the string {names!r}; give a list, e.g. 'names: [{names}]' "
+                                 "for one class, or a mapping {0: name, 1: name}")
+    elif not isinstance(names, list):
+        raise DatasetFormatError(f"{yaml_file}: 'names' must be a list of class names or a mapping {{index: name}}, "
+                                 f"got {type(names).__name__} {names!r}")
+    if not names:
+        raise DatasetFormatError(f"{yaml_file}: 'names' is empty; list the class names, e.g. 'names: [person, helmet]'")
+    for i, n in enumerate(names):
+        if isinstance(n, bool) or not isinstance(n, (str, int, float)) or not str(n).strip():
+            raise DatasetFormatError(f"{yaml_file}: 'names' entry {i} is {n!r}; each class name must be a non-empty "
+                                     "string")
+    names = [str(n) for n in names]
+    if "nc" in cfg:
+        nc = cfg["nc"]
+        if isinstance(nc, bool) or not isinstance(nc, int):
+            raise DatasetFormatError(f"{yaml_file}: 'nc' must be the number of classes (an integer), got {nc!r}")
+        if nc != len(names):
+            raise DatasetFormatError(f"{yaml_file}: nc={nc} but 'names' has {len(names)} entries; make them agree")
+    return names
+
+
+def load_data_yaml(path: str | os.PathLike, splits: Sequence[str] = ("train", "val", "test")) -> dict:
     """Read a YOLO ``data.yaml`` and resolve its splits into image lists.
 
     Args:
         path: the yaml file. Keys: ``path`` (dataset root; relative to the yaml's folder; default
             the yaml's folder), ``train``, ``val``, optional ``test`` (each a folder, a txt list
             of images or a list of those), ``names`` (list or {index: name} dict), optional ``nc``.
+            A split path that does not exist is looked for by its trailing folders next to the yaml
+            (exports carry the exporter's own drive paths); one line says which folder is used.
+        splits: the splits to resolve (the others are returned empty, and not checked).
 
     Returns:
         ``{"root": Path, "names": list[str], "train"/"val"/"test": list[str] image files (absent
         splits give [])}``.
+
+    Raises:
+        DatasetFormatError: one line naming the yaml and the key: unreadable yaml, missing ``train`` or
+            ``names``, ``names`` not a non-empty list/mapping of strings, ``nc`` not an integer equal to
+            their number, ``path`` or a split entry not a path string, a split path that does not exist.
     """
     yaml_file = Path(path)
     try:
-        cfg = yaml.safe_load(yaml_file.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise DatasetFormatError(f"{yaml_file}: cannot read the data yaml ({e}); check the path and syntax") from e
+        cfg = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = " ".join(str(e).split())  # YAML's messages span lines; the error is one
+        raise DatasetFormatError(f"{yaml_file}: cannot read the data yaml ({why}); check the path and syntax") from e
     if not isinstance(cfg, dict) or "names" not in cfg or "train" not in cfg:
         raise DatasetFormatError(
             f"{yaml_file}: a data yaml needs at least 'train' and 'names' keys (and usually 'path' and 'val')"
         )
-    names = cfg["names"]
-    if isinstance(names, dict):
-        keys = sorted(int(k) for k in names)
-        if keys != list(range(len(keys))):
-            raise DatasetFormatError(f"{yaml_file}: 'names' dict keys must be 0..{len(keys) - 1}, got {keys}")
-        names = [str(names[k] if k in names else names[str(k)]) for k in keys]
-    names = [str(n) for n in names]
-    if "nc" in cfg and int(cfg["nc"]) != len(names):
-        raise DatasetFormatError(f"{yaml_file}: nc={cfg['nc']} but 'names' has {len(names)} entries; make them agree")
-    root = Path(cfg.get("path") or ".")
+    names = _yaml_names(cfg, yaml_file)
+    root = cfg.get("path")
+    if root is not None and not isinstance(root, str):
+        raise DatasetFormatError(f"{yaml_file}: 'path' must be the dataset folder (a string), got {root!r}")
+    root = Path(root or ".")
     root = root if root.is_absolute() else (yaml_file.parent / root)
     root = root.resolve()
     out = {"root": root, "names": names}
     for split in ("train", "val", "test"):
-        entry = cfg.get(split)
+        entry = cfg.get(split) if split in splits else None
         entries = [] if entry is None else (entry if isinstance(entry, list) else [entry])
-        out[split] = [f for e in entries for f in _list_images(e, root, yaml_file)]
+        out[split] = [f for e in entries for f in _list_images(e, root, yaml_file, split)]
     return out
 
 
@@ -172,7 +263,7 @@ def read_yolo_label(label_file: str | os.PathLike, shape: tuple[int, int]) -> tu
         except ValueError:
             problems.append(f"line {ln}: non-numeric value in '{line.strip()}'")
             continue
-        if c != int(c):
+        if not math.isfinite(c) or c != int(c):
             problems.append(f"line {ln}: class id {parts[0]} is not an integer")
             continue
         cls.append(int(c))
@@ -229,17 +320,28 @@ def read_coco(
         data = json.loads(json_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatasetFormatError(f"{json_file}: cannot parse COCO json ({e}); check the file is complete") from e
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "categories")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DatasetFormatError(f"{json_file}: a COCO json needs 'images', 'annotations' and 'categories' lists")
     if "annotations" not in data:  # an image-info file (e.g. a test split whose labels are withheld)
         warnings.warn(f"{json_file}: no 'annotations' list; its images are read without labels", stacklevel=2)
+    elif not isinstance(data["annotations"], list):
+        raise DatasetFormatError(f"{json_file}: 'annotations' must be a list, got {type(data['annotations']).__name__}")
+    bad = (KeyError, TypeError, ValueError, OverflowError, AttributeError)  # what a malformed entry raises
     try:
         cats = sorted(data["categories"], key=lambda c: int(c["id"]))
         cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
         names = [str(c["name"]) for c in cats]
-        imgs = {int(im["id"]): im for im in data["images"]}
-    except (KeyError, TypeError, ValueError) as e:
-        raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from e
+        imgs = {}
+        for im in data["images"]:
+            if not isinstance(im.get("file_name"), str) or not im["file_name"].strip("\x00"):
+                raise ValueError(f"image entry {str(im)[:80]} has no 'file_name' string")
+            if "\x00" in im["file_name"]:
+                raise ValueError(f"file_name {im['file_name']!r} holds a NUL character")
+            imgs[int(im["id"])] = im
+    except bad as e:
+        raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from None
+    if len(cat_index) != len(cats):
+        raise DatasetFormatError(f"{json_file}: two categories share an id; each category needs its own 'id'")
     if images_dir is None:
         images_dir = _guess_images_dir(json_file, next(iter(imgs.values()), {}).get("file_name"))
     images_dir = Path(images_dir)
@@ -247,14 +349,16 @@ def read_coco(
     per_img: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in imgs}
     for k, ann in enumerate(data.get("annotations", [])):
         try:
-            img_id, bbox, cat = int(ann["image_id"]), [float(v) for v in ann["bbox"]], int(ann["category_id"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetFormatError(f"{json_file}: annotation #{k} is malformed ({e!r})") from e
+            img_id, cat = int(ann["image_id"]), int(ann["category_id"])
+            bbox = [float(v) for v in ann["bbox"]]
+            crowd = ann.get("iscrowd", 0)
+        except bad as e:
+            raise DatasetFormatError(f"{json_file}: annotation #{k} is malformed ({e!r})") from None
         if img_id not in per_img:
             raise DatasetFormatError(
                 f"{json_file}: annotation #{k} refers to image_id {img_id}, which is not in 'images'"
             )
-        if ann.get("iscrowd", 0) and not keep_crowd:
+        if crowd and not keep_crowd:
             continue
         c, b, p = per_img[img_id]
         if len(bbox) != 4:
@@ -269,7 +373,10 @@ def read_coco(
     samples = []
     for img_id, im in imgs.items():
         c, b, p = per_img[img_id]
-        shape = (int(im.get("height", 0) or 0), int(im.get("width", 0) or 0))
+        try:
+            shape = (int(im.get("height", 0) or 0), int(im.get("width", 0) or 0))
+        except (TypeError, ValueError, OverflowError):
+            shape = (0, 0)  # read from the image header below
         f = images_dir / im["file_name"]
         if shape[0] <= 0 or shape[1] <= 0:
             shape = image_size(f) or (0, 0)
@@ -313,7 +420,7 @@ def read_voc_xml(
     size = root.find("size")
     try:
         shape = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError, OverflowError):
         shape = (0, 0)
     if shape[0] <= 0 or shape[1] <= 0:
         shape = image_size(f) or (0, 0)
@@ -351,7 +458,16 @@ def voc_split_ids(root: str | os.PathLike, split: str | None) -> list[str] | Non
     f = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
     if not f.is_file():
         return None
-    return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in read_text_file(f, "an id list, one image id per line").splitlines()
+            if line.strip()]
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A small UTF-8 text file of a dataset (image or id list), or a DatasetFormatError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{path}: cannot read {what} ({e}); it must be UTF-8 text") from None
 
 
 def read_voc(

@@ -26,7 +26,7 @@ from .config import DetectConfig
 from .det_check import check_dataset, load_yolo_dataset
 from .det_convert import seeded_split
 from .det_dataset import build_detection_loader, set_loader_epoch
-from .det_formats import DatasetFormatError, read_coco, read_voc
+from .det_formats import DatasetFormatError, MissingSplitError, read_coco, read_voc
 from .evaluate import format_results
 from .method import DetectionMethod
 from .schedule import YoloSchedule
@@ -63,7 +63,7 @@ def load_detection_data(data: str | Path, on_error: str = "skip", seed: int = 0)
         train, names = load_yolo_dataset(path, "train", on_error=on_error)
         try:
             val, _ = load_yolo_dataset(path, "val", on_error=on_error)
-        except DatasetFormatError:  # no val split: validate on train, as a last resort, with a warning
+        except MissingSplitError:  # no val split: validate on train, as a last resort, with a warning
             print(f"warning: {path} has no 'val' split; validating on the training images")
             val = train
         return {"train": train, "val": val}, names

@@ -89,7 +89,9 @@ def bbox_iou(
     ch = torch.max(b1y2, b2y2) - torch.min(b1y1, b2y1)
     if kind == "giou":
         c_area = cw * ch + eps
-        return iou - (c_area - union) / c_area
+        # the enclosing box holds the union, so the penalty is >= 0; the eps added to the heights can make
+        # it negative for zero-area boxes (a point and a flat box scored GIoU 2), hence the clamp
+        return iou - ((c_area - union) / c_area).clamp(min=0)
 
     c2 = cw.pow(2) + ch.pow(2) + eps
     rho2 = ((b2x1 + b2x2 - b1x1 - b1x2).pow(2) + (b2y1 + b2y2 - b1y1 - b1y2).pow(2)) / 4
