@@ -1,4 +1,4 @@
-"""The ``leanvision`` command: train, val, predict, bench, demo, models, methods (and detect, for detectors)."""
+"""The ``leanvision`` command: train, val, predict, export, bench, demo, models, methods (and detect, for detectors)."""
 
 from __future__ import annotations
 
@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser, add_demo_parser
     from .classify.cli import add_classify_parsers
     from .detection.cli import add_detect_parser
+    from .export.cli import add_export_parser
 
     add_classify_parsers(sub)
+    add_export_parser(sub)
     add_bench_parser(sub)
     add_demo_parser(sub)
     add_detect_parser(sub)
