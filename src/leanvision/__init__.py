@@ -2,6 +2,8 @@
 end-to-end backpropagation (DGL, InfoPro, MLAAN; Replacement Learning), and detect hazards on
 construction sites (YOLOv8, GSO-YOLO)."""
 
+# The one place of the version: pyproject.toml reads it from here (dynamic = ["version"]), and so does the
+# installed package's metadata.
 __version__ = "0.1.0"
 
 
