@@ -248,3 +248,15 @@ def test_bad_sources_and_mismatched_data_are_refused_by_name(cifar_run, cifar_tr
     assert main(["val", "--weights", weights, "--data", "digits", "--project", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "digits: its classes (0, 1, 2" in err and "are not those" in err
+
+
+def test_a_classifier_given_to_the_detector_commands_is_named(cifar_run, cifar_tree, tmp_path, capsys):
+    weights = str(cifar_run / "best.pt")
+    image = str(cifar_tree / "test" / "cat" / "0000.jpg")
+    for cmd in (["detect", "val", "--weights", weights],
+                ["detect", "predict", "--weights", weights, "--source", image, "--project", str(tmp_path)]):
+        capsys.readouterr()
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert (f"{weights}: a classifier checkpoint (resnet20, method e2e) of `leanvision train`; expected a "
+                "detector checkpoint") in err and err.count("\n") == 1, err
