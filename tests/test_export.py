@@ -133,6 +133,7 @@ def test_detector_onnx_outputs_and_nms_equal_pytorch_on_site_photos(detector, si
             assert torch.equal(got[:, 5], want[:, 5]), (fmt, i)  # classes, in the same (score) order
             torch.testing.assert_close(got[:, 4], want[:, 4], atol=1e-4, rtol=0)
             torch.testing.assert_close(got[:, :4] / IMGSZ, want[:, :4] / IMGSZ, atol=1e-4, rtol=0)
+    assert "NonMaxSuppression" in {node.op_type for node in onnx.load(str(tmp_path / "nms.onnx")).graph.node}
     meta = onnx_metadata(tmp_path / "nms.onnx")
     assert meta["task"] == "detect" and json.loads(meta["nms"]) == {"conf": 0.25, "iou": 0.7, "max_det": 300}
 

@@ -106,17 +106,21 @@ def classes_and_spec(ckpt: dict, cfg: TrainConfig, weights: str | Path,
     """Class names and recipe of a checkpoint: saved in its config, else (older checkpoints) from ``dataset`` or
     from the training data its config names."""
     info = ckpt["config"].get("classifier")
-    if isinstance(info, dict):
-        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in info["data_spec"].items()}
-        return list(info["classes"]), DataSpec(**spec)
+    if info is not None:
+        try:
+            spec = {k: tuple(v) if isinstance(v, list) else v for k, v in info["data_spec"].items()}
+            return [str(c) for c in info["classes"]], DataSpec(**spec)
+        except (KeyError, TypeError, AttributeError, DatasetError) as e:
+            raise CheckpointError(f"{weights}: its saved class names and recipe (config 'classifier') are damaged "
+                                  f"({type(e).__name__}: {e})") from None
     if dataset is None:
         try:
             dataset = build_dataset(cfg.data, train=False, root=cfg.data_dir)
         except (DatasetError, ConfigError, OSError) as e:
             raise CheckpointError(
                 f"{weights}: saved by an older leanvision without its class names and normalisation, and its "
-                f"training data ({cfg.data}) cannot be read here to recover them ({e}); pass --data with the "
-                "dataset, or retrain with this version") from None
+                f"training data ({cfg.data}) cannot be read here to recover them ({e}); put the data back where the "
+                "run read it, evaluate with `leanvision val --data DATA`, or retrain with this version") from None
     return list(dataset.classes), dataset.spec
 
 

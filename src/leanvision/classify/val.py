@@ -135,7 +135,7 @@ def validate_classifier(weights: str | Path, out_dir: str | Path, data: str | No
     ckpt, cfg = read_classifier_checkpoint(weights)  # before the data: a wrong file is refused at once
     data, data_dir = (data, data_dir) if data else (cfg.data, data_dir or cfg.data_dir)
     # the checkpoint's recipe normalises the images; a checkpoint of an earlier version takes the dataset's own
-    spec = classes_and_spec(ckpt, cfg, weights)[1] if isinstance(ckpt["config"].get("classifier"), dict) else None
+    spec = classes_and_spec(ckpt, cfg, weights)[1] if ckpt["config"].get("classifier") is not None else None
     ds = build_dataset(data, train=split == "train", root=data_dir, spec=spec)
     model = classifier_from_checkpoint(ckpt, cfg, weights, dataset=ds).to(dev)
     if list(ds.classes) != model.classes:
