@@ -118,7 +118,8 @@ def test_detector_onnx_outputs_and_nms_equal_pytorch_on_site_photos(detector, si
     expected = non_max_suppression(ref, conf=0.25, iou=0.7, multi_label=False, max_det=300)
     counts = [len(d) for d in expected]
     assert sum(counts) > 300 and max(counts) == 300  # real work for NMS, and one photo capped at max_det
-    assert main(["export", "--weights", str(detector), "--format", "onnx", "--imgsz", str(IMGSZ), "--dynamic",
+    # a fixed batch of 4: the variable shapes are tested above, and a dynamic NMS graph takes three times as long
+    assert main(["export", "--weights", str(detector), "--format", "onnx", "--imgsz", str(IMGSZ), "--batch", "4",
                  "--nms", "--out", str(tmp_path / "nms.onnx")]) == 0
     assert main(["export", "--weights", str(detector), "--format", "torchscript", "--imgsz", str(IMGSZ), "--nms",
                  "--out", str(tmp_path / "nms.torchscript")]) == 0
