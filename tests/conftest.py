@@ -1,6 +1,7 @@
 """Shared test settings."""
 
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,40 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # one cache for all workers of this run (writes are atomic renames)
     monkeypatch.setenv("LEANVISION_CACHE", str(base / "lv-cache"))
+
+
+@pytest.fixture(scope="session")
+def cifar_tree(tmp_path_factory) -> Path:
+    """A folder tree ``train|test/<class>/<image>.jpg`` of the CIFAR-10 archive's first 20 training and 10 test
+    JPEGs of every class, as the archive holds them (300 real images)."""
+    if not CIFAR_ARCHIVE.is_file():
+        pytest.skip(f"{CIFAR_ARCHIVE} is not present")
+    keep, counts = {"train": 20, "test": 10}, {}
+    root = tmp_path_factory.mktemp("cifar-tree")
+    with tarfile.open(CIFAR_ARCHIVE, "r|gz") as tf:
+        for m in tf:
+            parts = m.name.split("/")
+            if not m.isfile() or len(parts) != 3 or parts[0] not in keep:
+                continue
+            folder = "/".join(parts[:2])
+            if counts.get(folder, 0) < keep[parts[0]]:
+                counts[folder] = counts.get(folder, 0) + 1
+                (root / folder).mkdir(parents=True, exist_ok=True)
+                (root / m.name).write_bytes(tf.extractfile(m).read())
+            if len(counts) == 20 and all(n == keep[f.split("/")[0]] for f, n in counts.items()):
+                break
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_run(cifar_tree, tmp_path_factory) -> Path:
+    """The run folder of a resnet20 trained 3 short epochs on :func:`cifar_tree` through ``leanvision train``."""
+    from leanvision.cli import main
+
+    out = tmp_path_factory.mktemp("cifar-run")
+    with pytest.MonkeyPatch.context() as mp:  # session fixtures start before the function-scoped cache isolation
+        mp.setenv("LEANVISION_CACHE", str(out / "lv-cache"))
+        rc = main(["train", "--model", "resnet20", "--data", str(cifar_tree), "--epochs", "3", "--batch-size", "50",
+                   "--project", str(out), "--name", "r20", "--no-progress"])
+    assert rc == 0
+    return out / "r20"

@@ -1,4 +1,4 @@
-"""The ``leanvision`` command: train, bench, demo, models, methods (and detect, for detectors)."""
+"""The ``leanvision`` command: train, val, predict, export, bench, demo, models, methods (and detect, for detectors)."""
 
 from __future__ import annotations
 
@@ -138,14 +138,30 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def version_text() -> str:
+    """``leanvision --version``: this package's version and the PyTorch and Python it runs on."""
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    return f"leanvision {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leanvision", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     # Each task package registers its own sub-commands. An import error in one is a real breakage: let it show.
     from .bench.cli import add_bench_parser, add_demo_parser
+    from .classify.cli import add_classify_parsers
     from .detection.cli import add_detect_parser
+    from .export.cli import add_export_parser
 
+    add_classify_parsers(sub)
+    add_export_parser(sub)
     add_bench_parser(sub)
     add_demo_parser(sub)
     add_detect_parser(sub)

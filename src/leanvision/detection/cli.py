@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 from ..config import RUN_NAME, ConfigError, argtype, at_least, between, build_config, field_names, multiple_of
 from .config import DetectConfig
@@ -124,16 +123,12 @@ def cmd_val(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from ..engine.run_folder import output_folder
     from .predict import predict
 
     if not RUN_NAME.ok(args.name):
         raise ConfigError(f"--name must be {RUN_NAME.text}, got {args.name!r}")
-    out = Path(args.project) / args.name
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        n = 2
-        while (Path(args.project) / f"{args.name}{n}").exists():
-            n += 1
-        out = Path(args.project) / f"{args.name}{n}"
+    out = output_folder(args.project, args.name, args.overwrite)
     recs = predict(args.weights, args.source, out, args.imgsz, args.conf, args.iou, save_txt=args.save_txt,
                    save_json=not args.no_json, device=args.device)
     print(f"{len(recs)} detections; images{', predictions.json' if not args.no_json else ''}"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..engine.checkpoint import CheckpointError, load_checkpoint
+from ..engine.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
 from ..engine.trainer import autocast, to_device
 from ..methods.replacement import export_model, load_replaced_state
 from ..models.yolo import Conv, DetectionModel, create_detector
@@ -227,10 +227,8 @@ def load_detector(weights: str | Path, device: torch.device | str = "cpu",
     spec = cfg.get("detector")
     state = ckpt.get("method")
     if not isinstance(spec, dict) or not isinstance(state, dict):
-        raise CheckpointError(
-            f"{weights}: not a detector checkpoint (no detector spec in its config); pass the best.pt or last.pt "
-            "of a `leanvision detect train` run"
-        )
+        raise CheckpointError(f"{weights}: {describe_checkpoint(ckpt)[1]}; expected a detector checkpoint (the best.pt "
+                              "or last.pt of `leanvision detect train`)")
     prefix = "ema_model." if use_ema and any(k.startswith("ema_model.") for k in state) else "model."
     weights_sd = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     model = build_detector(spec)

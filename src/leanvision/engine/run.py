@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, TrainConfig, field_names, to_dict
-from ..data import build_dataset, build_loader
+from ..data import DataSpec, build_dataset, build_loader
 from ..methods import Method, create_method
 from ..models import create_model
 from .checkpoint import load_checkpoint
@@ -122,6 +122,18 @@ def _build_method(cfg: TrainConfig, model: nn.Module, mean=None, std=None, datas
     return create_method(cfg.method, model, **options)
 
 
+def classifier_spec(classes: list[str], spec: DataSpec) -> dict:
+    """What ``leanvision val``/``predict``/``export`` and ``leanvision.load`` read to use a trained classifier
+    without its training flags; saved in every checkpoint's config under ``"classifier"`` (plain data).
+
+    Args:
+        classes: class names, index = label.
+        spec: the dataset's recipe: its normalisation and evaluation resize/crop are the model's input.
+    """
+    return {"num_classes": len(classes), "classes": [str(c) for c in classes],
+            "data_spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}}
+
+
 def run_dir_for(cfg: TrainConfig) -> Path:
     """``project/name`` (default name MODEL-METHOD-DATA); a resumed run's folder is its checkpoint's."""
     if cfg.resume:
@@ -188,7 +200,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
                                 seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, workers=cfg.workers)
     test_loader = build_loader(test_set, batch_size=max(per_rank, 256), train=False, device=device,
                                drop_last=False, seed=cfg.seed, workers=cfg.workers)
-    config = {**effective, "world_size": dist.world_size, "method_description": method.describe()}
+    config = {**effective, "world_size": dist.world_size, "method_description": method.describe(),
+              "classifier": classifier_spec(train_set.classes, spec)}
     trainer = Trainer(
         method, optimizer, schedule, train_loader,
         evaluate=lambda m: evaluate_classifier(m, test_loader, device, cfg.amp, cfg.channels_last),

@@ -85,3 +85,15 @@ def write_metrics(run_dir: str | Path, history: list[dict]) -> None:
     w.writeheader()
     w.writerows(history)
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def output_folder(project: str | Path, name: str, overwrite: bool = False) -> Path:
+    """``project/name`` for a command's outputs (val, predict): a new folder ``name2``, ``name3`` ... when it holds
+    files already, unless ``overwrite`` (then files of the same name are replaced, others stay)."""
+    out = Path(project) / name
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        n = 2
+        while (Path(project) / f"{name}{n}").exists():
+            n += 1
+        out = Path(project) / f"{name}{n}"
+    return out
