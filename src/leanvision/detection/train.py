@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -200,7 +201,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
                       fitness="map", amp=amp, channels_last=channels_last, dist=dist,
                       patience=cfg.patience if cfg.val else None,
                       steps_per_epoch=cfg.steps_per_epoch, progress=cfg.progress, on_epoch_start=on_epoch_start,
-                      accumulate=accumulate)
+                      accumulate=partial(schedule.accumulate, nominal=accumulate))  # ramps up over the warm-up
     if cfg.resume:
         trainer.resume(cfg.resume)
     if dist.is_main:
