@@ -35,6 +35,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                          "YOLOv8's buffer); 0: from the whole dataset, results independent of --workers",
         "warmup_min_iters": "at least this many warm-up iterations: 100 (original YOLOv8, default) or 0 (8.4)",
         "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
+        "tal_min_gt_size": "assigner: GT sides shorter than this (px) count as this long when anchors are picked, "
+                           "so boxes under a stride are learned (default 16, as ultralytics 8.4; 0: YOLOv8.0)",
     }
     choices = {"box_loss": ["ciou", "eiou", "aiou", "diou", "giou", "iou"], "amp": ["auto", "none", "bf16", "fp16"],
                "on_error": ["skip", "fail"], "method": ["e2e", "replacement"]}

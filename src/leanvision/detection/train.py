@@ -173,7 +173,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    method = DetectionMethod(model, cfg.box_loss, cfg.box, cfg.cls, cfg.dfl).to(device)
+    method = DetectionMethod(model, cfg.box_loss, cfg.box, cfg.cls, cfg.dfl, min_gt_size=cfg.tal_min_gt_size).to(device)
     broadcast_module(method)
 
     accumulate = max(round(cfg.nbs / cfg.batch), 1)
