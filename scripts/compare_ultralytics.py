@@ -31,7 +31,10 @@ Train images/s = train images x epochs / summed time of the training loops (data
 validation excluded). Peak memory is the peak RSS of each training process (os.wait4), so it includes each
 library's imports (ultralytics also loads cv2, matplotlib, polars). GFLOPs: torch's FlopCounterMode on one
 forward at 640 for both (ultralytics' own thop figure in brackets). Writes OUT/compare.md and OUT/compare.json,
-with per-class AP50 and AP50-95 of both on the val split.
+with per-class AP50 and AP50-95 of both on the val split. leanvision's mAP is COCO's (faster-coco-eval: 101-point
+step interpolation), the reference's its own (trapezoid over an interpolated curve), which reads a few percent lower
+on the same detections; so leanvision's detections are also scored by the reference's evaluator (its matching and
+AP code, run in its venv): those rows compare like for like.
 
 The reference's NMS gives up after 2 s + 0.05 s per image of a batch and keeps nothing for the rest of the batch;
 on a busy CPU with an early, unconfident model (conf 0.001) it hits that limit and loses images, so its validation
@@ -80,10 +83,21 @@ from leanvision.models.yolo import model_gflops
 a = json.loads(sys.argv[1])
 model, cfg = load_detector(a["weights"])
 splits, names = load_detection_data(a["data"])
+dump = {"names": list(names), "images": []}
+if a.get("dump"):  # keep every image's detections and ground truth (original pixels) for the reference's evaluator
+    import leanvision.detection.val as val_mod
+    class Recorder(val_mod.DetectionEvaluator):
+        def update(self, preds, targets, image_ids=None, shapes=None):
+            for p, g in zip(preds, targets):
+                dump["images"].append({"det": p.tolist(), "gt_boxes": g["boxes"].tolist(), "gt_cls": g["cls"].tolist()})
+            super().update(preds, targets, image_ids, shapes)
+    val_mod.DetectionEvaluator = Recorder
 t = time.perf_counter()
 loader = build_detection_loader(splits["val"], a["imgsz"], a["batch"], workers=0, distributed=False, rect=a["rect"])
 r = validate(model, loader, names)
 wall = time.perf_counter() - t
+if a.get("dump"):
+    open(a["dump"], "w").write(json.dumps(dump))
 print("RESULT " + json.dumps({"images": r["images"], "val_s": wall, "P": r["precision"], "R": r["recall"],
                               "mAP50": r["map50"], "mAP50-95": r["map"], "params": count_parameters(model),
                               "gflops640": model_gflops(model, 640),
@@ -145,6 +159,30 @@ print("RESULT " + json.dumps({"images": n_images, "val_s": wall,
 """
 
 
+# runs inside the ultralytics venv: the reference's matching and AP (DetMetrics) on leanvision's detections
+ULTRA_EVAL = """
+import json, sys, numpy as np, torch
+from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.utils.metrics import DetMetrics, box_iou
+a = json.loads(sys.argv[1])
+d = json.load(open(a["preds"]))
+v = DetectionValidator()
+v.iouv = torch.linspace(0.5, 0.95, 10)
+m = DetMetrics(names=dict(enumerate(d["names"])))
+for k, im in enumerate(d["images"]):
+    det = torch.tensor(im["det"], dtype=torch.float32).view(-1, 6)
+    det = det[det[:, 4].argsort(descending=True)]
+    gt = torch.tensor(im["gt_boxes"], dtype=torch.float32).view(-1, 4)
+    gcls = torch.tensor(im["gt_cls"], dtype=torch.float32).view(-1)
+    tp = (v.match_predictions(det[:, 5], gcls, box_iou(gt, det[:, :4])).cpu().numpy() if len(det) and len(gt)
+          else np.zeros((len(det), 10), bool))
+    m.update_stats({"tp": tp, "conf": det[:, 4].numpy(), "pred_cls": det[:, 5].numpy(), "target_cls": gcls.numpy(),
+                    "target_img": np.unique(gcls.numpy()), "im_name": str(k)})
+m.process()
+print("RESULT " + json.dumps({"P": m.box.mp, "R": m.box.mr, "mAP50": m.box.map50, "mAP50-95": m.box.map}))
+"""
+
+
 def run(python: str, code: str, args: dict, log: Path) -> tuple[dict, float, float]:
     """Run ``code`` in a fresh process; returns (its RESULT json, wall seconds, peak RSS in MB)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "YOLO_OFFLINE": "1",
@@ -189,8 +227,14 @@ def val_side(side: str, args, data: Path, weights: Path, sz: int, rect: bool, ou
     """Validate ``weights`` with the implementation's own val, timed end to end in a fresh process."""
     log = out / f"{side}_{key}.log"
     if side == "leanvision":
-        a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, rect=rect)
-        return run(sys.executable, LV_VAL, a, log)[0]
+        dump = out / f"leanvision_{key}_preds.json"
+        a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, rect=rect,
+                 dump=str(dump) if key == f"val{args.imgsz}" else None)
+        res = run(sys.executable, LV_VAL, a, log)[0]
+        if a["dump"]:  # like for like: leanvision's detections scored by the reference's evaluator too
+            res["by_reference_evaluator"] = run(args.ultra_python, ULTRA_EVAL, {"preds": str(dump)},
+                                                out / f"leanvision_{key}_ref_eval.log")[0]
+        return res
     a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, device="cpu", workers=0,
              plots=False, verbose=False, project=str(out / "ultra_runs"), name=key, exist_ok=True, n_images=n_val)
     return run(args.ultra_python, ULTRA_VAL, a, log)[0]
@@ -328,6 +372,9 @@ def render(results: dict, imgsz: int, sizes: list[int]) -> str:
             lambda s, k=key: f"{results[s][k]['images'] / results[s][k]['val_s']:.1f}" if k in results[s] else "–")
     for m in ("P", "R", "mAP50", "mAP50-95"):
         row(f"{m} (own val of best.pt, {imgsz}, rect)", lambda s, m=m: cell(s, f"val{imgsz}/{m}", ".3f"))
+    for m in ("P", "R", "mAP50", "mAP50-95"):  # like for like: the same evaluator for both
+        ref_key = {"ultralytics": f"val{imgsz}/{m}", "leanvision": f"val{imgsz}/by_reference_evaluator/{m}"}
+        row(f"{m} by the reference's evaluator (its matching and AP)", lambda s, k=ref_key: cell(s, k[s], ".4f"))
     for m in ("mAP50", "mAP50-95"):
         row(f"{m} with square val batches ({imgsz})", lambda s, m=m: cell(s, f"val{imgsz}_square/{m}", ".3f"))
     if "speed" in results:
