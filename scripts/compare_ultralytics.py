@@ -12,7 +12,10 @@ What it does, one implementation after the other (never in parallel), each in it
 intra-op thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1)) and no loader workers (ultralytics forces
 workers=0 on CPU, so leanvision gets 0 too):
 
-1. ``leanvision detect synth``: one synthetic YOLO-format dataset (train/val split) that both read.
+1. The data both read: ``--data data.yaml`` (a real dataset, e.g. the shared Construction Site Safety set), read
+   by leanvision's reader and written out as OUT/data/data.yaml over absolute image lists, so that both tools see
+   exactly the same files (``--subset N``: the first N training images by sorted name, a named shorter
+   schedule); without ``--data``, ``leanvision detect synth`` makes a synthetic one.
 2. Train yolov8n from scratch with the same settings: imgsz, batch, epochs, SGD (lr0, momentum, weight decay,
    nbs), warm-up (epochs, momentum, bias LR; no 100-iteration floor, as ultralytics 8.4), augmentation switches
    (mosaic, close_mosaic, HSV, fliplr, translate, scale), seed; ultralytics runs offline (YOLO_OFFLINE=1, built
@@ -27,7 +30,20 @@ workers=0 on CPU, so leanvision gets 0 too):
 Train images/s = train images x epochs / summed time of the training loops (data loading included,
 validation excluded). Peak memory is the peak RSS of each training process (os.wait4), so it includes each
 library's imports (ultralytics also loads cv2, matplotlib, polars). GFLOPs: torch's FlopCounterMode on one
-forward at 640 for both (ultralytics' own thop figure in brackets). Writes OUT/compare.md and OUT/compare.json.
+forward at 640 for both (ultralytics' own thop figure in brackets). Writes OUT/compare.md and OUT/compare.json,
+with per-class AP50 and AP50-95 of both on the val split. leanvision's mAP is COCO's (faster-coco-eval: 101-point
+step interpolation), the reference's its own (trapezoid over an interpolated curve), which reads a few percent lower
+on the same detections; so leanvision's detections are also scored by the reference's evaluator (its matching and
+AP code, run in its venv): those rows compare like for like.
+
+The reference's NMS gives up after 2 s + 0.05 s per image of a batch and keeps nothing for the rest of the batch;
+on a busy CPU with an early, unconfident model (conf 0.001) it hits that limit and loses images, so its validation
+runs here with the limit lifted (results unchanged otherwise).
+
+Real photos, the issue-13 recipe (from scratch, 320 px, 15 epochs, batch 16, SGD lr0 0.01, seed 0)::
+
+    .venv/bin/python scripts/compare_ultralytics.py --data /path/to/construction-site-safety/data.yaml \
+        --imgsz 320 --batch 16 --nbs 64 --epochs 15 --close-mosaic 10 --val-imgsz2 0 --speed-rounds 0 --out OUT
 """
 
 from __future__ import annotations
@@ -67,13 +83,27 @@ from leanvision.models.yolo import model_gflops
 a = json.loads(sys.argv[1])
 model, cfg = load_detector(a["weights"])
 splits, names = load_detection_data(a["data"])
+dump = {"names": list(names), "images": []}
+if a.get("dump"):  # keep every image's detections and ground truth (original pixels) for the reference's evaluator
+    import leanvision.detection.val as val_mod
+    class Recorder(val_mod.DetectionEvaluator):
+        def update(self, preds, targets, image_ids=None, shapes=None):
+            for p, g in zip(preds, targets):
+                dump["images"].append({"det": p.tolist(), "gt_boxes": g["boxes"].tolist(), "gt_cls": g["cls"].tolist()})
+            super().update(preds, targets, image_ids, shapes)
+    val_mod.DetectionEvaluator = Recorder
 t = time.perf_counter()
 loader = build_detection_loader(splits["val"], a["imgsz"], a["batch"], workers=0, distributed=False, rect=a["rect"])
 r = validate(model, loader, names)
 wall = time.perf_counter() - t
+if a.get("dump"):
+    open(a["dump"], "w").write(json.dumps(dump))
 print("RESULT " + json.dumps({"images": r["images"], "val_s": wall, "P": r["precision"], "R": r["recall"],
                               "mAP50": r["map50"], "mAP50-95": r["map"], "params": count_parameters(model),
-                              "gflops640": model_gflops(model, 640)}))
+                              "gflops640": model_gflops(model, 640),
+                              "per_class": {c["name"]: {"P": c["precision"], "R": c["recall"], "AP50": c["ap50"],
+                                                        "AP50-95": c["ap"], "instances": c["instances"]}
+                                            for c in r["per_class"] if c["instances"]}}))
 """
 
 # runs inside the ultralytics venv
@@ -81,6 +111,9 @@ ULTRA_TRAIN = """
 import json, sys, time, torch
 torch.set_num_threads(1)
 from ultralytics import YOLO
+import ultralytics.utils.nms as nms
+_nms = nms.non_max_suppression
+nms.non_max_suppression = lambda *p, **k: _nms(*p, **{**k, "max_time_img": 1e3})  # no time limit (see docstring)
 a = json.loads(sys.argv[1])
 model, clock = YOLO("yolov8n.yaml"), {"train_s": 0.0}
 def one_thread(trainer):  # select_device() resets torch's threads to min(8, cores - 1)
@@ -102,6 +135,9 @@ import json, sys, time, torch
 torch.set_num_threads(1)
 from torch.utils.flop_counter import FlopCounterMode
 from ultralytics import YOLO
+import ultralytics.utils.nms as nms
+_nms = nms.non_max_suppression
+nms.non_max_suppression = lambda *p, **k: _nms(*p, **{**k, "max_time_img": 1e3})  # no time limit (see docstring)
 a = json.loads(sys.argv[1])
 model, n_images = YOLO(a.pop("weights")), a.pop("n_images")
 net = model.model.float().eval()  # unfused, as leanvision counts
@@ -115,7 +151,35 @@ wall = time.perf_counter() - t
 print("RESULT " + json.dumps({"images": n_images, "val_s": wall,
                               "P": m.box.mp, "R": m.box.mr, "mAP50": m.box.map50, "mAP50-95": m.box.map,
                               "params": params, "gflops640": fc.get_total_flops() / 1e9, "thop_gflops640": gflops,
-                              "speed_ms": m.speed}))
+                              "speed_ms": m.speed,
+                              "per_class": {model.names[int(c)]: {"P": float(m.box.p[i]), "R": float(m.box.r[i]),
+                                                                  "AP50": float(m.box.ap50[i]),
+                                                                  "AP50-95": float(m.box.ap[i])}
+                                            for i, c in enumerate(m.box.ap_class_index)}}))
+"""
+
+
+# runs inside the ultralytics venv: the reference's matching and AP (DetMetrics) on leanvision's detections
+ULTRA_EVAL = """
+import json, sys, numpy as np, torch
+from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.utils.metrics import DetMetrics, box_iou
+a = json.loads(sys.argv[1])
+d = json.load(open(a["preds"]))
+v = DetectionValidator()
+v.iouv = torch.linspace(0.5, 0.95, 10)
+m = DetMetrics(names=dict(enumerate(d["names"])))
+for k, im in enumerate(d["images"]):
+    det = torch.tensor(im["det"], dtype=torch.float32).view(-1, 6)
+    det = det[det[:, 4].argsort(descending=True)]
+    gt = torch.tensor(im["gt_boxes"], dtype=torch.float32).view(-1, 4)
+    gcls = torch.tensor(im["gt_cls"], dtype=torch.float32).view(-1)
+    tp = (v.match_predictions(det[:, 5], gcls, box_iou(gt, det[:, :4])).cpu().numpy() if len(det) and len(gt)
+          else np.zeros((len(det), 10), bool))
+    m.update_stats({"tp": tp, "conf": det[:, 4].numpy(), "pred_cls": det[:, 5].numpy(), "target_cls": gcls.numpy(),
+                    "target_img": np.unique(gcls.numpy()), "im_name": str(k)})
+m.process()
+print("RESULT " + json.dumps({"P": m.box.mp, "R": m.box.mr, "mAP50": m.box.map50, "mAP50-95": m.box.map}))
 """
 
 
@@ -163,8 +227,14 @@ def val_side(side: str, args, data: Path, weights: Path, sz: int, rect: bool, ou
     """Validate ``weights`` with the implementation's own val, timed end to end in a fresh process."""
     log = out / f"{side}_{key}.log"
     if side == "leanvision":
-        a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, rect=rect)
-        return run(sys.executable, LV_VAL, a, log)[0]
+        dump = out / f"leanvision_{key}_preds.json"
+        a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, rect=rect,
+                 dump=str(dump) if key == f"val{args.imgsz}" else None)
+        res = run(sys.executable, LV_VAL, a, log)[0]
+        if a["dump"]:  # like for like: leanvision's detections scored by the reference's evaluator too
+            res["by_reference_evaluator"] = run(args.ultra_python, ULTRA_EVAL, {"preds": str(dump)},
+                                                out / f"leanvision_{key}_ref_eval.log")[0]
+        return res
     a = dict(weights=str(weights), data=str(data), imgsz=sz, batch=args.batch * 2, device="cpu", workers=0,
              plots=False, verbose=False, project=str(out / "ultra_runs"), name=key, exist_ok=True, n_images=n_val)
     return run(args.ultra_python, ULTRA_VAL, a, log)[0]
@@ -191,6 +261,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ultra-python", default="/work/ultra-venv/bin/python", help="python of the ultralytics venv")
     ap.add_argument("--out", default="/tmp/compare_ultralytics", help="data, runs and the report (not in the repo)")
+    ap.add_argument("--data", help="a real dataset (YOLO data.yaml, COCO json or VOC folder); default: synthetic")
+    ap.add_argument("--subset", type=int, default=0, help="with --data: train on the first N images by name (0: all)")
     ap.add_argument("--images", type=int, default=250, help="synthetic images (20 %% val)")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--batch", type=int, default=8)
@@ -209,12 +281,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     data = out / "data" / "data.yaml"
-    if not data.is_file():
-        subprocess.run([sys.executable, "-m", "leanvision", "detect", "synth", "--out", str(data.parent), "--images",
-                        str(args.images), "--imgsz", str(args.imgsz), "--seed", "0", "--val-fraction", "0.2"],
-                       check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    n_train = len(list((data.parent / "images" / "train").iterdir()))
-    n_val = len(list((data.parent / "images" / "val").iterdir()))
+    if args.data:
+        n_train, n_val = write_shared_lists(args.data, data, args.subset)
+    else:
+        if not data.is_file():
+            subprocess.run([sys.executable, "-m", "leanvision", "detect", "synth", "--out", str(data.parent),
+                            "--images", str(args.images), "--imgsz", str(args.imgsz), "--seed", "0",
+                            "--val-fraction", "0.2"], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        n_train = len(list((data.parent / "images" / "train").iterdir()))
+        n_val = len(list((data.parent / "images" / "val").iterdir()))
 
     common = dict(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, nbs=args.nbs, lr0=0.01, lrf=0.01,
                   momentum=0.937, weight_decay=5e-4, warmup_epochs=3.0, warmup_momentum=0.8, warmup_bias_lr=0.1,
@@ -241,7 +316,8 @@ def main() -> None:
 
     if args.speed_rounds and args.only is None:
         results["speed"] = speed_rounds(args, common, data, out, sizes, n_train, n_val)
-    results["env"] = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+    results["env"] = {"data": args.data or "synthetic", "subset": args.subset,
+                      "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
                       "cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
                       "train_images": n_train, "val_images": n_val, "speed_epochs": args.speed_epochs,
                       **{k: v for k, v in common.items()}}
@@ -249,6 +325,26 @@ def main() -> None:
     md = render(results, args.imgsz, sizes)
     (out / "compare.md").write_text(md)
     print(md)
+
+
+def write_shared_lists(data: str, out_yaml: Path, subset: int = 0) -> tuple[int, int]:
+    """Read ``data`` with leanvision's reader and write ``out_yaml`` over absolute image lists (train.txt, val.txt
+    beside it), the files both tools then read. ``subset``: keep the first N training images by sorted path."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from leanvision.detection.train import load_detection_data
+
+    splits, names = load_detection_data(data)
+    train = sorted(s["im_file"] for s in splits["train"])
+    train = train[:subset] if subset else train
+    val = sorted(s["im_file"] for s in splits["val"])
+    out_yaml.parent.mkdir(parents=True, exist_ok=True)
+    for name, files in (("train", train), ("val", val)):
+        (out_yaml.parent / f"{name}.txt").write_text("".join(str(Path(f).resolve()) + "\n" for f in files))
+    out_yaml.write_text(yaml.safe_dump({"train": str(out_yaml.parent / "train.txt"),
+                                        "val": str(out_yaml.parent / "val.txt"), "names": list(names)}))
+    return len(train), len(val)
 
 
 def render(results: dict, imgsz: int, sizes: list[int]) -> str:
@@ -276,6 +372,9 @@ def render(results: dict, imgsz: int, sizes: list[int]) -> str:
             lambda s, k=key: f"{results[s][k]['images'] / results[s][k]['val_s']:.1f}" if k in results[s] else "–")
     for m in ("P", "R", "mAP50", "mAP50-95"):
         row(f"{m} (own val of best.pt, {imgsz}, rect)", lambda s, m=m: cell(s, f"val{imgsz}/{m}", ".3f"))
+    for m in ("P", "R", "mAP50", "mAP50-95"):  # like for like: the same evaluator for both
+        ref_key = {"ultralytics": f"val{imgsz}/{m}", "leanvision": f"val{imgsz}/by_reference_evaluator/{m}"}
+        row(f"{m} by the reference's evaluator (its matching and AP)", lambda s, k=ref_key: cell(s, k[s], ".4f"))
     for m in ("mAP50", "mAP50-95"):
         row(f"{m} with square val batches ({imgsz})", lambda s, m=m: cell(s, f"val{imgsz}_square/{m}", ".3f"))
     if "speed" in results:
@@ -295,13 +394,34 @@ def render(results: dict, imgsz: int, sizes: list[int]) -> str:
     row("GFLOPs at 640 (FlopCounterMode; ultralytics' thop figure)",
         lambda s: cell(s, f"val{imgsz}/gflops640", ".2f") + (f" ({cell(s, f'val{imgsz}/thop_gflops640', '.1f')})"
                                                             if s == "ultralytics" else ""))
-    head = (f"yolov8n from scratch on {n_train} train / {env['val_images']} val synthetic images "
-            f"(`leanvision detect synth`), imgsz {imgsz}, batch {env['batch']} (nbs {env['nbs']}), {epochs} epochs, "
+    what = ("synthetic images (`leanvision detect synth`)" if env.get("data", "synthetic") == "synthetic" else
+            f"images of {env['data']}" + (f" (the first {env['subset']} training images by name)"
+                                         if env.get("subset") else ""))
+    head = (f"yolov8n from scratch on {n_train} train / {env['val_images']} val {what}, "
+            f"imgsz {imgsz}, batch {env['batch']} (nbs {env['nbs']}), {epochs} epochs, "
             f"SGD lr0 {env['lr0']} momentum {env['momentum']} wd {env['weight_decay']}, warm-up "
             f"{env['warmup_epochs']} epochs, mosaic {env['mosaic']} (off for the last {env['close_mosaic']}), "
             f"seed {env['seed']}; one intra-op thread, workers 0, one implementation at a time; "
             f"{env['date']}, {env['cpus']} CPUs (shared), load average {env['load_avg_1m_at_end']} at the end.")
-    return head + "\n\n" + "\n".join(lines) + "\n"
+    return head + "\n\n" + "\n".join(lines) + "\n" + per_class_table(results, imgsz, sides)
+
+
+def per_class_table(results: dict, imgsz: int, sides: list[str]) -> str:
+    """Per-class AP50 / AP50-95 (and R) of each side's own validation at the training size."""
+    per = {s: results[s].get(f"val{imgsz}", {}).get("per_class") or {} for s in sides}
+    names = list(dict.fromkeys(n for s in sides for n in per[s]))
+    if not names:
+        return ""
+    head = "| class | " + " | ".join(f"{s} AP50 | {s} AP50-95 | {s} R" for s in sides) + " |"
+    rows = [f"\nPer class (val split, {imgsz}, each tool's own evaluator):\n", head,
+            "| --- |" + " --- | --- | --- |" * len(sides)]
+    for n in names:
+        cells = []
+        for s in sides:
+            c = per[s].get(n)
+            cells += [f"{c['AP50']:.3f}", f"{c['AP50-95']:.3f}", f"{c['R']:.3f}"] if c else ["–"] * 3
+        rows.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

@@ -98,3 +98,25 @@ def test_aiou_switch_changes_the_overlap_measure():
     _, _, scores, _, _ = assigner(pd_scores, pd_bboxes, ANCHORS, *gts([GT_A], [0]))
     assert scores[0, 1, 0].item() == pytest.approx(0.025, rel=1e-4)
     assert scores[0, 0, 0].item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_small_gt_is_enlarged_for_candidate_selection_only():
+    # GT S = (13, 13, 19, 19), 6 px wide, holds no anchor centre (they sit at 4, 12, 20, 28): never assigned
+    # under original YOLOv8's rule. With min_gt_size 16 (the reference's 8.4 rule) it counts as (8, 8, 24, 24)
+    # for the candidate test, which holds anchors 5 (12,12), 6 (20,12), 9 (12,20) and 10 (20,20); the targets
+    # stay the real 6 px box. Anchor 6 predicts S exactly (u = 1), the rest predict a far box (u = 0).
+    small = [13.0, 13, 19, 19]
+    pd_scores, pd_bboxes = make_preds({6: small}, {})
+    off = TaskAlignedAssigner(2)(pd_scores, pd_bboxes, ANCHORS, *gts([small], [1]))
+    assert not off[3].any()
+    labels, boxes, scores, fg, _ = TaskAlignedAssigner(2, min_gt_size=16)(pd_scores, pd_bboxes, ANCHORS,
+                                                                         *gts([small], [1]))
+    assert fg[0].nonzero().flatten().tolist() == [5, 6, 9, 10]
+    torch.testing.assert_close(boxes[0, fg[0]], torch.tensor([small] * 4))
+    assert labels[0, 6] == 1
+    # scores on class 1 are 0.01 everywhere: t6 = 0.1 · 1, the others 0; max_u = 1, so t̂6 = 1
+    assert scores[0, 6, 1] == pytest.approx(1.0) and scores[0, [5, 9, 10]].abs().max() == 0
+    # a GT wider than min_gt_size is unchanged: GT A keeps exactly its 4 anchors
+    pd_scores, pd_bboxes = make_preds({0: GT_A}, {})
+    fg_a = TaskAlignedAssigner(2, min_gt_size=16)(pd_scores, pd_bboxes, ANCHORS, *gts([GT_A], [0]))[3]
+    assert fg_a[0].nonzero().flatten().tolist() == [0, 1, 4, 5]

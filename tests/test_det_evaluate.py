@@ -148,11 +148,60 @@ def test_class_never_predicted_has_zero_precision():
     assert r["map50"] == pytest.approx(0.5)  # COCO: AP 1 for "a", 0 for "b"
 
 
-def test_matching_is_one_to_one_by_highest_iou():
+def test_matching_goes_by_confidence_then_by_highest_iou():
+    # one GT; prediction 0 (IoU 90/110 = 0.82) is more confident than prediction 1 (an exact copy): 0 keeps the GT
+    # and 1 is a false positive, as COCO counts it (a greedy match by IoU alone would flip them)
     gt = np.array([[0, 0, 10, 10]], float)
-    preds = np.array([[1, 0, 11, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)  # second is the best match
-    assert match_predictions(preds, np.zeros(3), gt, np.zeros(1)).tolist() == [False, True, False]
-    assert match_predictions(preds, np.ones(3), gt, np.zeros(1)).tolist() == [False, False, False]
+    preds = np.array([[1, 0, 11, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
+    conf = np.array([0.9, 0.5, 0.4])
+    assert match_predictions(preds, np.zeros(3), gt, np.zeros(1), conf=conf).tolist() == [True, False, False]
+    assert match_predictions(preds, np.zeros(3), gt, np.zeros(1), conf=conf[::-1]).tolist() == [False, False, True]
+    assert match_predictions(preds, np.ones(3), gt, np.zeros(1), conf=conf).tolist() == [False, False, False]
+    # two GTs: the confident prediction takes the one it overlaps most, the next one falls back to the other
+    gts = np.array([[0, 0, 10, 10], [4, 0, 14, 10]], float)
+    preds = np.array([[1, 0, 11, 10], [2, 0, 12, 10]], float)
+    # p0: IoU with g0 90/110 = 0.82, with g1 70/130 = 0.54 -> g0; p1 (0.67 with both) then takes g1
+    assert match_predictions(preds, np.zeros(2), gts, np.zeros(2), conf=np.array([0.8, 0.7])).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_tp_flags_match_pycocotools_at_iou_0_5(seed):
+    # pycocotools' own per-detection matches (evalImgs dtMatches at IoU 0.5, area "all") on noisy predictions
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    preds, targets, shapes = random_case(seed)
+    rng = np.random.default_rng(seed)
+    for i, p in enumerate(preds):  # a second, closer copy of every prediction at another score: duplicates that
+        dup = p.clone()  # COCO's rule and a match by IoU alone assign differently
+        dup[:, :4] += torch.tensor(rng.normal(0, 1, (len(p), 4)), dtype=torch.float32)
+        dup[:, 4] = torch.tensor(rng.uniform(0.01, 1, len(p)), dtype=torch.float32)
+        preds[i] = torch.cat([p, dup])
+    images, anns, dets, ours = [], [], [], []
+    for i, (p, t, (h, w)) in enumerate(zip(preds, targets, shapes), start=1):
+        images.append({"id": i, "width": w, "height": h})
+        for c, b in zip(t["cls"].tolist(), t["boxes"].double().tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": c + 1, "iscrowd": 0,
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
+        for x1, y1, x2, y2, s, c in p.double().tolist():
+            dets.append({"image_id": i, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+        pn = p.double().numpy()
+        ours += match_predictions(pn[:, :4], pn[:, 5], t["boxes"].double().numpy(), t["cls"].numpy(),
+                                  conf=pn[:, 4]).tolist()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c + 1} for c in range(3)]}
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.params.maxDets = [1000]
+        ev.evaluate()
+    theirs = np.zeros(len(dets), bool)
+    for e in ev.evalImgs:
+        if e is not None and e["aRng"] == ev.params.areaRng[0]:
+            for det_id, m in zip(e["dtIds"], e["dtMatches"][0]):
+                theirs[det_id - 1] = m > 0  # loadRes numbers the detections from 1 in list order
+    assert 0 < theirs.sum() < len(theirs)
+    assert ours == theirs.tolist()
 
 
 def test_no_predictions_and_class_without_labels():

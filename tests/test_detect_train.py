@@ -52,6 +52,39 @@ def test_schedule_linear_decay_after_warmup():
     assert _groups(s, 2, 10, 50) == _groups(s, 2, 10, 50)
 
 
+def test_schedule_warmup_leaves_the_last_epoch_at_the_regular_rate():
+    # the reference caps the warm-up at epochs - 1: a 3-epoch run with warmup_epochs 3 warms up over 2 epochs
+    s = YoloSchedule(lr0=0.01, lrf=0.01, epochs=3, warmup_epochs=3, min_warmup_iters=0)
+    assert s.warmup_iters(10) == 20
+    # epoch 1, it 5: ni = 15 of 20; lf(1) = (2/3)(0.99) + 0.01 = 0.67, target 0.0067
+    other, bias, mom = _groups(s, 1, 5, 10)
+    assert other == pytest.approx(0.75 * 0.0067)
+    assert mom == pytest.approx(0.8 + 0.75 * 0.137)
+    assert _groups(s, 2, 0, 10) == pytest.approx((0.0034, 0.0034, 0.937))  # last epoch: lf(2) = 0.34
+    assert YoloSchedule(epochs=1, warmup_epochs=3).warmup_iters(10) == 0  # one epoch: no warm-up at all
+
+
+def test_schedule_accumulate_ramps_from_1_to_nominal_over_the_warmup():
+    s = YoloSchedule(epochs=10, warmup_epochs=3, min_warmup_iters=0)  # nw = 30 at 10 iterations per epoch
+    # 1 + ni/30 * 3, rounded half to even: ni 0 -> 1, 5 -> 1.5 -> 2, 15 -> 2.5 -> 2, 16 -> 2.6 -> 3, 29 -> 3.9 -> 4
+    got = [s.accumulate(ni // 10, ni % 10, 10, nominal=4) for ni in (0, 5, 15, 16, 29, 30, 95)]
+    assert got == [1, 2, 2, 3, 4, 4, 4]
+    assert s.accumulate(0, 0, 10, nominal=1) == 1
+
+
+def test_optimizer_steps_follow_the_accumulate_ramp(tmp_path):
+    # 16 images, batch 2, nbs 8: 8 batches per epoch, nominal accumulate 4; warm-up 1 epoch = 8 iterations.
+    # accumulate at ni 0..7 = round(1 + ni * 3/8) = 1 1 2 2 2 3 3 4; a step once that many batches are summed
+    # (and at an epoch's last batch): ni 0, 1, 3, 6, 7 -> 5 steps; then 4 per step: 2 steps in each later epoch.
+    y = _tiny_data(tmp_path, 16)
+    cfg = DetectConfig(model="yolov8n", data=str(y), epochs=3, batch=2, nbs=8, imgsz=64, augment=False, workers=0,
+                       warmup_epochs=1, warmup_min_iters=0, val=False, project=str(tmp_path / "runs"), name="acc",
+                       progress=False, plots=False)
+    train_detector(cfg)
+    ckpt = load_checkpoint(tmp_path / "runs" / "acc" / "last.pt")
+    assert int(ckpt["method"]["ema_updates"]) == 5 + 2 + 2  # a fixed accumulate of 4 would take 2 + 2 + 2
+
+
 def test_ema_decay_formula():
     assert ema_decay(0) == 0.0
     assert ema_decay(2000) == pytest.approx(0.9999 * (1 - math.exp(-1)))  # 0.63206

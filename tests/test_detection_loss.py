@@ -139,3 +139,19 @@ def test_aiou_lambda_schedule_endpoint_is_ciou(model):
     crit = DetectionLoss(model, box_kind="aiou", assigner_iou_kind="aiou")
     crit.aiou_lambda = 1.0  # a λ(epoch) schedule sets this between steps; λ = 1 is CIoU, assigner included
     torch.testing.assert_close(crit(raw, BATCH)[1]["box"], DetectionLoss(model)(raw, BATCH)[1]["box"])
+
+
+def test_a_gt_narrower_than_every_stride_gets_anchors_by_default(model):
+    # GT (29, 29, 35, 35) on a 64 px image holds no anchor centre of any level (stride 8: 28, 36; 16: 24, 40;
+    # 32: 16, 48), so original YOLOv8's rule never assigns it. The default (16 px, as the reference) counts it
+    # as (24, 24, 40, 40) for the candidate test: the four stride-8 anchors at x, y in {28, 36}.
+    torch.manual_seed(2)
+    raw = model(torch.randn(1, 3, 64, 64))
+    batch = {"img_idx": torch.tensor([0]), "cls": torch.tensor([1]), "boxes": torch.tensor([[29.0, 29, 35, 35]])}
+    fgs = []
+    for crit in (DetectionLoss(model), DetectionLoss(model, min_gt_size=0)):
+        crit.assigner.register_forward_hook(lambda m, i, o: fgs.append(o[3][0]))
+        crit(raw, batch)
+    anchors, _ = make_anchors(raw, [8, 16, 32])
+    assert anchors[fgs[0]].tolist() == [[3.5, 3.5], [4.5, 3.5], [3.5, 4.5], [4.5, 4.5]]  # grid units of stride 8
+    assert not fgs[1].any()

@@ -39,6 +39,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "on_error": "bad labels or images: skip (warn) | fail", "steps_per_epoch": "cap on batches per epoch",
         "method": "e2e | replacement (Replacement Learning on the backbone's Bottlenecks). Local learning is not "
                   "offered for detectors: its auxiliary losses classify whole images, a detection batch has boxes",
+        "tal_min_gt_size": "assigner: GT sides shorter than this (px) count as this long when anchors are picked, "
+                           "so boxes under a stride are learned (default 16, as ultralytics 8.4; 0: YOLOv8.0)",
     }
     choices = {"box_loss": ["ciou", "eiou", "aiou", "diou", "giou", "iou"], "amp": ["auto", "none", "bf16", "fp16"],
                "on_error": ["skip", "fail"], "method": ["e2e", "replacement"]}

@@ -57,6 +57,7 @@ class DetectConfig(Checked):
     box: float = 7.5
     cls: float = 0.5
     dfl: float = 1.5
+    tal_min_gt_size: float = 16.0  # assigner: shorter GT sides count as this long (px) when picking anchors; 0: v8.0
     # augmentation (YOLOv8 defaults)
     augment: bool = True  # False: plain letterbox (overfit checks)
     mosaic: float = 1.0  # probability

@@ -5,7 +5,8 @@
   No AP integration is written here: the evaluator is a well-tested reimplementation of
   pycocotools (101-point interpolation, step search, crowd handling).
 * P and R (the ultralytics headline numbers, spec §5.7): predictions are matched to ground truth of
-  the same class at IoU >= 0.5, greedily by highest IoU, each box used once. On a 1000-point
+  the same class at IoU >= 0.5 by COCO's rule (in descending confidence, each taking the unmatched
+  ground truth it overlaps most), each box used once. On a 1000-point
   confidence grid, P(t) and R(t) are counted exactly from the predictions with score >= t (P = 1
   when none). The chosen threshold maximises the class-mean F1 after a box filter over 101 grid
   points (10 % of the grid, ``smooth_f1=True``) or the plain class-mean F1 (``smooth_f1=False``);
@@ -32,11 +33,16 @@ def _to_numpy(x, shape) -> np.ndarray:
     return np.asarray(x, np.float64).reshape(shape)
 
 
-def match_predictions(pred_boxes, pred_cls, gt_boxes, gt_cls, iou_thr: float = 0.5) -> np.ndarray:
-    """Bool TP flag per prediction: greedy one-to-one matching by highest IoU within the same class.
+def match_predictions(pred_boxes, pred_cls, gt_boxes, gt_cls, iou_thr: float = 0.5, conf=None) -> np.ndarray:
+    """Bool TP flag per prediction, by COCO's rule (also the reference's): predictions in descending confidence,
+    each taking the still unmatched ground truth of its class with the highest IoU >= ``iou_thr``.
+
+    A confident prediction therefore keeps its ground truth even when a less confident one overlaps it more (the
+    latter is a false positive), which is what P and R at a confidence threshold count.
 
     Args:
         pred_boxes: (P, 4) xyxy. pred_cls: (P,). gt_boxes: (G, 4) xyxy. gt_cls: (G,).
+        conf: (P,) scores; None: the predictions are already in descending confidence.
     """
     tp = np.zeros(len(pred_boxes), bool)
     if len(pred_boxes) == 0 or len(gt_boxes) == 0:
@@ -45,16 +51,14 @@ def match_predictions(pred_boxes, pred_cls, gt_boxes, gt_cls, iou_thr: float = 0
         torch.as_tensor(gt_boxes, dtype=torch.float64), torch.as_tensor(pred_boxes, dtype=torch.float64)
     ).numpy()  # (G, P)
     iou = iou * (np.asarray(gt_cls)[:, None] == np.asarray(pred_cls)[None, :])
-    g, p = np.nonzero(iou >= iou_thr)
-    if len(g):
-        order = np.argsort(-iou[g, p], kind="stable")
-        g, p = g[order], p[order]
-        used_g, used_p = set(), set()
-        for gi, pi in zip(g.tolist(), p.tolist()):
-            if gi not in used_g and pi not in used_p:
-                used_g.add(gi)
-                used_p.add(pi)
-                tp[pi] = True
+    hit = iou >= iou_thr
+    order = np.arange(len(pred_boxes)) if conf is None else np.argsort(-np.asarray(conf), kind="stable")
+    free = np.ones(len(gt_boxes), bool)
+    for p in order[hit.any(0)[order]]:  # only predictions that overlap some ground truth enough can match
+        cand = np.where(free & hit[:, p], iou[:, p], -1.0)
+        g = int(cand.argmax())
+        if cand[g] >= 0:
+            tp[p], free[g] = True, False
     return tp
 
 
@@ -244,7 +248,8 @@ class DetectionEvaluator:
             n_gt += np.bincount(im["gt_cls"], minlength=k)[:k]
             n_img[np.unique(im["gt_cls"])] += 1
             pred = im["pred"]
-            tps.append(match_predictions(pred[:, :4], pred[:, 5].astype(np.int64), im["gt_boxes"], im["gt_cls"]))
+            tps.append(match_predictions(pred[:, :4], pred[:, 5].astype(np.int64), im["gt_boxes"], im["gt_cls"],
+                                         conf=pred[:, 4]))
             confs.append(pred[:, 4])
             pcls.append(pred[:, 5].astype(np.int64))
         tp = np.concatenate(tps) if tps else np.zeros(0, bool)

@@ -75,7 +75,10 @@ class DetectionLoss:
         aiou_lambda, aiou_mode: AIoU reading (see :func:`~leanvision.ops.boxes.bbox_iou`).
             ``aiou_lambda`` may be changed between steps for a λ(epoch) schedule (assigner included).
         assigner_iou_kind: overlap measure of the assigner (``"ciou"``; ``box_kind`` for "AIoU throughout").
-        topk, alpha, beta: TaskAlignedAssigner settings.
+        topk, alpha, beta, min_gt_size: TaskAlignedAssigner settings. ``min_gt_size`` (pixels, default 16 as
+            the reference, ultralytics 8.4; 0 for original YOLOv8): GT sides shorter than this count as this long
+            when candidate anchors are chosen, so that boxes narrower than a stride are learned at all (see
+            :class:`~leanvision.detection.assigner.TaskAlignedAssigner`).
 
     Call ``loss(preds, batch)`` with ``preds`` the model's train-mode output (list of
     (B, 4·reg_max + nc, H, W)) and ``batch`` the target dict of this module's docstring. Returns
@@ -84,14 +87,16 @@ class DetectionLoss:
 
     def __init__(self, model: nn.Module, box_kind: str = "ciou", box: float = 7.5, cls: float = 0.5,
                  dfl: float = 1.5, aiou_lambda: float = 0.5, aiou_mode: str = "weighted",
-                 assigner_iou_kind: str = "ciou", topk: int = 10, alpha: float = 0.5, beta: float = 6.0):
+                 assigner_iou_kind: str = "ciou", topk: int = 10, alpha: float = 0.5, beta: float = 6.0,
+                 min_gt_size: float = 16.0):
         self.nc, self.reg_max = model.nc, model.reg_max
         self.strides = [float(s) for s in model.stride]
         self.box_kind, self.gains = box_kind, {"box": box, "cls": cls, "dfl": dfl}
         self.aiou_lambda, self.aiou_mode = aiou_lambda, aiou_mode
         bbox_iou(torch.zeros(4), torch.ones(4), kind=box_kind, aiou_mode=aiou_mode)  # fail early on bad names
         self.assigner = TaskAlignedAssigner(self.nc, topk, alpha, beta, iou_kind=assigner_iou_kind,
-                                            iou_kwargs={"aiou_lambda": aiou_lambda, "aiou_mode": aiou_mode})
+                                            iou_kwargs={"aiou_lambda": aiou_lambda, "aiou_mode": aiou_mode},
+                                            min_gt_size=min_gt_size)
 
     def _iou(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         kw = {"aiou_lambda": self.aiou_lambda, "aiou_mode": self.aiou_mode}

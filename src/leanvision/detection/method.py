@@ -64,6 +64,8 @@ class DetectionMethod(Method):
         ema: keep the exponential moving average of the weights (evaluated and exported instead of the raw
             model).
         ema_tau: the EMA ramp, in optimizer steps.
+        min_gt_size: the assigner's small-GT rule, in pixels (see
+            :class:`~leanvision.detection.assigner.TaskAlignedAssigner`).
 
     ``train_step(images, targets, backward)``: ``images`` uint8 (B, 3, H, W) on the device; ``targets`` the
     collated dict (``img_idx``, ``cls``, ``boxes`` xyxy in input pixels). Backpropagates the v8 loss (sum over
@@ -73,10 +75,10 @@ class DetectionMethod(Method):
     name = "yolo"
 
     def __init__(self, model: nn.Module, box_loss: str = "ciou", box: float = 7.5, cls: float = 0.5,
-                 dfl: float = 1.5, ema: bool = True, ema_tau: float = 2000.0):
+                 dfl: float = 1.5, ema: bool = True, ema_tau: float = 2000.0, min_gt_size: float = 16.0):
         super().__init__(model)
         self.box_loss = box_loss
-        self.criterion = DetectionLoss(model, box_kind=box_loss, box=box, cls=cls, dfl=dfl)
+        self.criterion = DetectionLoss(model, box_kind=box_loss, box=box, cls=cls, dfl=dfl, min_gt_size=min_gt_size)
         self.ema_tau = ema_tau
         self.ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema else None
         # a buffer, so the update count is saved and restored with the weights (exact resume)

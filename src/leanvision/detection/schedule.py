@@ -1,11 +1,15 @@
-"""YOLOv8's learning-rate and momentum schedule, as a pure function of (epoch, iteration).
+"""YOLOv8's learning-rate, momentum and gradient-accumulation schedule, as a pure function of (epoch, iteration).
 
-Warm-up, per iteration over ``nw = max(round(warmup_epochs · iters_per_epoch), 100)`` iterations
-(original YOLOv8; ``min_warmup_iters=0`` gives 8.4's rule): the bias group's LR falls linearly from
-``warmup_bias_lr`` to ``lr0 · lf(epoch)``, every other group's rises from 0 to ``lr0 · lf(epoch)``, and the
-momentum rises from ``warmup_momentum`` to ``momentum``. Afterwards ``lr = lr0 · lf(epoch)`` with the
-linear decay ``lf(e) = (1 − e/E)(1 − lrf) + lrf`` for 0-based epoch e (set once per epoch, as v8's
-per-epoch LambdaLR). Nothing is stored between calls, so a resumed run gets exactly the same values.
+Warm-up, per iteration over ``nw = max(round(w · iters_per_epoch), min_warmup_iters)`` iterations, where
+``w = min(warmup_epochs, epochs − 1)`` so that at least the last epoch runs at the regular rate (as the
+reference, ultralytics 8.4; ``min_warmup_iters`` is 100 in original YOLOv8, 0 in 8.4): the bias group's LR
+falls linearly from ``warmup_bias_lr`` to ``lr0 · lf(epoch)``, every other group's rises from 0 to
+``lr0 · lf(epoch)``, the momentum rises from ``warmup_momentum`` to ``momentum``, and the number of batches
+summed per optimizer step rises from 1 to the nominal ``round(nbs / batch)`` (rounded to the nearest
+integer, ties to even), so early training takes an optimizer step (and an EMA update) nearly every batch.
+Afterwards ``lr = lr0 · lf(epoch)`` with the linear decay ``lf(e) = (1 − e/E)(1 − lrf) + lrf`` for 0-based
+epoch e (set once per epoch, as v8's per-epoch LambdaLR). Nothing is stored between calls, so a resumed run
+gets exactly the same values.
 """
 
 from __future__ import annotations
@@ -32,9 +36,20 @@ class YoloSchedule:
         return (1 - epoch / self.epochs) * (1.0 - self.lrf) + self.lrf
 
     def warmup_iters(self, iters_per_epoch: int) -> int:
-        if self.warmup_epochs <= 0:
+        """Warm-up length in iterations; the warm-up never takes the last epoch (at most ``epochs − 1``)."""
+        epochs = min(self.warmup_epochs, max(self.epochs - 1, 0))
+        if epochs <= 0:
             return 0
-        return max(round(self.warmup_epochs * iters_per_epoch), self.min_warmup_iters)
+        return max(round(epochs * iters_per_epoch), self.min_warmup_iters)
+
+    def accumulate(self, epoch: int, it: int, iters_per_epoch: int, nominal: int) -> int:
+        """Batches summed per optimizer step at 0-based ``epoch`` and iteration ``it``: ``nominal`` after the
+        warm-up, ``round(1 + x · (nominal − 1))`` at the fraction ``x`` of it done (at least 1)."""
+        nw = self.warmup_iters(iters_per_epoch)
+        ni = epoch * iters_per_epoch + it
+        if ni >= nw:
+            return nominal
+        return max(1, round(1 + ni / nw * (nominal - 1)))
 
     def values(self, epoch: int, it: int, iters_per_epoch: int) -> tuple[float, float, float]:
         """(bias-group LR, other-group LR, momentum) at 0-based ``epoch`` and iteration ``it``."""

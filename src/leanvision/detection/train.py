@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -196,7 +197,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    method = DetectionMethod(model, cfg.box_loss, cfg.box, cfg.cls, cfg.dfl).to(device)
+    method = DetectionMethod(model, cfg.box_loss, cfg.box, cfg.cls, cfg.dfl, min_gt_size=cfg.tal_min_gt_size).to(device)
     broadcast_module(method)
 
     accumulate = max(round(cfg.nbs / cfg.batch), 1)
@@ -231,7 +232,7 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
                       fitness="map", amp=amp, channels_last=channels_last, dist=dist,
                       patience=cfg.patience if cfg.val else None,
                       steps_per_epoch=cfg.steps_per_epoch, progress=cfg.progress, on_epoch_start=on_epoch_start,
-                      accumulate=accumulate)
+                      accumulate=partial(schedule.accumulate, nominal=accumulate))  # ramps up over the warm-up
     if ckpt is not None:
         trainer.load_state(ckpt, cfg.resume)
     if dist.is_main:

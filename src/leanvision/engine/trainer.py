@@ -77,6 +77,7 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict:
     correct = seen = 0
     has_logits, it = False, -1
     trainer.epoch_batches = n_batches  # the last batch of an epoch always ends an accumulation group
+    trainer.pending = 0  # so groups restart with each epoch (and a resumed run is exact)
     bar = trainer.progress_bar(loader, n_batches, f"epoch {epoch + 1}/{trainer.epochs}")
     data_s, t_data = 0.0, time.perf_counter()
     for it, (images, targets) in enumerate(bar):
@@ -146,7 +147,9 @@ class Trainer:
         steps_per_epoch: cap batches per epoch.
         on_epoch_start: optional ``fn(epoch)`` hook (e.g. switch mosaic off for the last epochs).
         accumulate: sum gradients over this many batches per optimizer step (groups restart each epoch;
-            the schedule is still applied per batch). 1 = a step every batch.
+            the schedule is still applied per batch). 1 = a step every batch. A callable
+            ``fn(epoch, it, iters_per_epoch) -> int`` gives it per batch (YOLOv8 ramps it up over the warm-up):
+            a step is taken once that many batches have been summed since the last one.
     """
 
     def __init__(self, method, optimizer, schedule, train_loader, evaluate: Callable[[nn.Module], dict],
@@ -154,16 +157,17 @@ class Trainer:
                  amp: str = "none", channels_last: bool = False, dist: DistInfo | None = None,
                  patience: int | None = None, steps_per_epoch: int | None = None, progress: bool = True,
                  on_epoch_start: Callable[[int], None] | None = None, meter_warmup: int = 2,
-                 meter_track_steps: int = 2, accumulate: int = 1):
+                 meter_track_steps: int = 2, accumulate: int | Callable[[int, int, int], int] = 1):
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
         self.train_loader, self.evaluate_fn = train_loader, evaluate
         self.run_dir, self.epochs, self.config = Path(run_dir), epochs, config
         self.device, self.fitness, self.amp, self.channels_last = device, fitness, amp, channels_last
         self.dist = dist or DistInfo()
         self.patience, self.steps_per_epoch, self.on_epoch_start = patience, steps_per_epoch, on_epoch_start
-        if accumulate < 1:
+        if not callable(accumulate) and accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {accumulate}")
-        self.accumulate, self.epoch_batches = int(accumulate), None
+        self.accumulate = accumulate if callable(accumulate) else int(accumulate)
+        self.epoch_batches, self.pending = None, 0  # pending: batches summed since the last optimizer step
         self.show_progress = progress and self.dist.is_main
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
         self.meter = ResourceMeter(method, device, warmup=meter_warmup, track_steps=meter_track_steps)
@@ -186,8 +190,9 @@ class Trainer:
 
     def train_step(self, images, targets, epoch: int = 0, it: int = 0) -> dict:
         """One full step: the method's forward/backward passes, gradient sync, optimizer step."""
-        opt, acc = self.optimizer, self.accumulate
-        if acc == 1 or it % acc == 0:
+        opt = self.optimizer
+        acc = self.accumulate(epoch, it, self.epoch_batches or 1) if callable(self.accumulate) else self.accumulate
+        if self.pending == 0:
             opt.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
             out = self.method.train_step(images, targets, self.backward)
@@ -199,8 +204,10 @@ class Trainer:
                 f"the loss is not finite{where} at epoch {epoch + 1}, step {it + 1} (here: {loss.item()}); "
                 f"{self.last_good()}. Lower the learning rate, or use --amp bf16 instead of fp16."
             )
-        if acc > 1 and (it + 1) % acc and (self.epoch_batches is None or it + 1 < self.epoch_batches):
+        self.pending += 1
+        if self.pending < acc and (self.epoch_batches is None or it + 1 < self.epoch_batches):
             return out  # mid-group: keep summing gradients
+        self.pending = 0
         average_gradients(self._params)
         if self.scaler is not None:
             self.scaler.unscale_(opt)
