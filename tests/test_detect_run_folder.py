@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from leanvision.cli import main
-from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detect.data.synth import generate_synthetic_dataset
 from leanvision.engine.checkpoint import load_checkpoint
 
 
@@ -48,7 +48,7 @@ def test_detect_resume_refuses_a_contradicting_flag(data, tmp_path, capsys):
 
 
 def test_a_non_finite_detector_state_is_never_saved(data, tmp_path, capsys, monkeypatch):
-    from leanvision.detection.method import DetectionMethod
+    from leanvision.detect.method import DetectionMethod
 
     real, calls = DetectionMethod.train_step, {"n": 0}
 

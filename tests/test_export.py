@@ -17,10 +17,10 @@ from PIL import Image
 
 import leanvision
 from leanvision.cli import main
-from leanvision.detection.det_dataset import load_rgb
-from leanvision.detection.postprocess import non_max_suppression
-from leanvision.detection.predict import preprocess
-from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detect.data.dataset import load_rgb
+from leanvision.detect.data.synth import generate_synthetic_dataset
+from leanvision.detect.postprocess import non_max_suppression
+from leanvision.detect.predict import preprocess
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
