@@ -86,6 +86,7 @@ label_line = st.one_of(st.lists(number, min_size=0, max_size=7).map(" ".join), s
 
 @SETTINGS
 @given(lines=st.lists(label_line, max_size=8), nc=st.integers(1, 4))
+@example(lines=["9.223372036854776e+18 0.0 0.0 0.0 0.0"], nc=1)  # found by hypothesis: 2**63 overflowed int64
 def test_yolo_label_text_parses_or_reports_each_line(tmp_path_factory, lines, nc):
     f = tmp_path_factory.mktemp("yolo") / "x.txt"
     text = "\n".join(lines)

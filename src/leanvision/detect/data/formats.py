@@ -266,6 +266,9 @@ def read_yolo_label(label_file: str | os.PathLike, shape: tuple[int, int]) -> tu
         if not math.isfinite(c) or c != int(c):
             problems.append(f"line {ln}: class id {parts[0]} is not an integer")
             continue
+        if abs(c) >= 2**31:  # no dataset has that many classes, and 2**63 would overflow the int64 array
+            problems.append(f"line {ln}: class id {parts[0]} is out of range")
+            continue
         cls.append(int(c))
         boxes.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
     return np.asarray(cls, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4), problems
