@@ -220,3 +220,15 @@ def test_bench_rows_report_the_outside_view_and_match_train(tmp_path):
     assert "above import" in res.stdout
     train = json.loads((tmp_path / "t" / "results.json").read_text())["resources"]
     assert train["peak_rss_above_import_bytes"] == pytest.approx(row["peak_rss_above_import_bytes"], rel=0.10)
+
+
+def test_bench_memory_flags_and_a_bad_row_setting_are_one_line_errors(tmp_path, capsys):
+    assert main(["bench", "resnet20:e2e", "--epochs", "1", "--memory-profile", str(tmp_path / "p.png")]) == 2
+    assert "--memory-profile needs --steps" in capsys.readouterr().err
+    assert main(["bench", "resnet20:e2e", "--steps", "1", "--memory-profile", str(tmp_path / "p.jpg")]) == 2
+    assert "expected a .png" in capsys.readouterr().err
+    # a setting only the row's own process finds wrong comes back as the same one-line error
+    assert main(["bench", "resnet20:dgl:modules=99", "--steps", "1", "--batch-size", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "modules" in err[0] and "Traceback" not in err[0]
