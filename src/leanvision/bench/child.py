@@ -1,6 +1,6 @@
 """One resource bench row in a fresh process: ``python -m leanvision.bench.child ROW.json RESULT.json``.
 
-:func:`~.runner.measure_in_process` writes ROW.json (the row, the base config, steps, device, threads) and
+:func:`~.runner.measure_in_subprocess` writes ROW.json (the row, the base config, steps, device, threads) and
 reads RESULT.json. The import baseline is taken once torch and the training code are imported, as
 ``leanvision train`` takes it, so the row's ``peak_rss_above_import_bytes`` is comparable to a training
 run's. A bad setting is returned as ``{"error": "..."}`` (the parent shows it as one line).

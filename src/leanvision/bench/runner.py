@@ -91,7 +91,7 @@ def measure_resources(row: BenchRow, base: TrainConfig, steps: int, device: torc
         return result
 
 
-def measure_in_process(row: BenchRow, base: TrainConfig, steps: int, device: torch.device,
+def measure_in_subprocess(row: BenchRow, base: TrainConfig, steps: int, device: torch.device,
                        profile: bool = False) -> dict:
     """:func:`measure_resources` in a fresh Python process (:mod:`.child`); errors in the row's settings come
     back as a :class:`ConfigError` with the child's one-line message."""
@@ -155,13 +155,13 @@ def run_rows(rows: list[BenchRow], base: TrainConfig, steps: int | None, out_dir
              profile: bool = False) -> list[dict]:
     """Run every row; ``steps`` set -> resource-only rows, else real training for ``base.epochs``.
 
-    Resource rows run each in its own process (:func:`measure_in_process`) unless ``same_process``; with
+    Resource rows run each in its own process (:func:`measure_in_subprocess`) unless ``same_process``; with
     ``profile`` each also records one step's memory over time. With ``rounds`` > 1 (resource rows), memory
     is measured row by row as usual and step time by :func:`interleaved_times`.
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     times = interleaved_times(rows, base, steps, rounds, device) if steps and rounds > 1 else None
-    measure = measure_resources if same_process else measure_in_process
+    measure = measure_resources if same_process else measure_in_subprocess
     results = []
     for i, row in enumerate(rows):
         if steps:
