@@ -9,6 +9,7 @@ forward pass to one peak; local learning's rises and falls once per module (a sa
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..engine.meter import SavedTensorMeter
-from ..ops.memory import import_rss_bytes, rss_bytes
+from ..ops.memory import import_rss_bytes, rss_bytes, trim_host_memory
 
 
 class _Recorder(TorchDispatchMode):
@@ -67,6 +68,10 @@ def profile_step(trainer, images: torch.Tensor, targets: torch.Tensor) -> dict:
     else:
         read = rss_bytes
         base = import_rss_bytes() or rss_bytes() or 0
+    # Start from what is alive: freed pages of earlier steps (and of the FLOP-counted one) go back first, or a
+    # method that does not trim (E2E) would show a flat line at its earlier high-water mark.
+    gc.collect()
+    trim_host_memory()
     handles = []
     with SavedTensorMeter(method) as meter:
         rec = _Recorder(read, meter)
