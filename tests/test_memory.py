@@ -232,3 +232,13 @@ def test_bench_memory_flags_and_a_bad_row_setting_are_one_line_errors(tmp_path, 
                  "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "modules" in err[0] and "Traceback" not in err[0]
+
+
+def test_same_process_rows_still_report_the_outside_view(tmp_path):
+    assert main(["bench", "resnet20:e2e", "resnet20:dgl:modules=3", "--steps", "1", "--batch-size", "2",
+                 "--device", "cpu", "--same-process", "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    for r in rows:
+        assert r["peak_rss_above_import_bytes"] == r["peak_rss_bytes"] - r["import_rss_bytes"] > 0
+    assert rows[1]["peak_rss_above_import_bytes_vs_e2e"] == pytest.approx(
+        rows[1]["peak_rss_above_import_bytes"] / rows[0]["peak_rss_above_import_bytes"])
