@@ -43,7 +43,7 @@ from ..base import Backward
 def _trim(method, x: torch.Tensor) -> None:
     """A module's graph was just freed: return its pages to the system (CPU by default, see
     ``LocalLearning.trim_host_memory``), so the next module does not stack on top of them."""
-    on = method.trim_host_memory
+    on = getattr(method, "trim_host_memory", None)
     if on or (on is None and x.device.type == "cpu"):
         trim_host_memory()
 
