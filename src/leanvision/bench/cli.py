@@ -25,6 +25,12 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--rounds", type=argtype(int, at_least(1)), default=1,
                    help="resource rows: time in this many rounds with the rows taking turns (median per row), "
                         "for machines shared with other work; memory is still measured row by row")
+    p.add_argument("--same-process", action="store_true",
+                   help="resource rows: run all rows in this process (default: each row in a fresh process, so "
+                        "that its peak resident memory is its own)")
+    p.add_argument("--memory-profile", metavar="OUT.png",
+                   help="resource rows: also record one step of each row, memory over time by module, and plot "
+                        "the rows one above the other into this PNG")
     p.add_argument("--recipe", choices=sorted(RECIPES), help="a named, fixed recipe (e.g. cifar10-short)")
     p.add_argument("--data", help="dataset name or path for training rows")
     p.add_argument("--data-dir")
@@ -52,7 +58,10 @@ def base_config(args, recipe: str | None) -> TrainConfig:
 def cmd_bench(args) -> int:
 
     from ..engine.distributed import resolve_device
+    from ..ops.memory import mark_import_rss
     from .runner import run_rows
+
+    mark_import_rss()  # for --same-process rows (a row in its own process marks its own)
 
     if args.rows == ["overhead"]:  # `leanvision bench overhead`: the trainer vs a bare loop
         from .overhead import trainer_overhead
@@ -67,6 +76,10 @@ def cmd_bench(args) -> int:
         raise ConfigError("give --steps N (resource-only rows) or --epochs N / --recipe (training rows)")
     if args.rounds > 1 and not args.steps:
         raise ConfigError(f"--rounds {args.rounds} needs --steps (resource rows)")
+    if args.memory_profile and not args.steps:
+        raise ConfigError("--memory-profile needs --steps (resource rows)")
+    if args.memory_profile and not args.memory_profile.lower().endswith(".png"):
+        raise ConfigError(f"--memory-profile {args.memory_profile}: expected a .png file name")
     device = resolve_device(base.device)
     done: list[dict] = []
 
@@ -74,12 +87,23 @@ def cmd_bench(args) -> int:
         done.append(r)
         print(f"  done: {r['model']}:{r['method']} {r.get('settings') or ''}", flush=True)
 
-    run_rows(rows, base, args.steps, args.out, device, on_row=show, rounds=args.rounds)
+    run_rows(rows, base, args.steps, args.out, device, on_row=show, rounds=args.rounds,
+             same_process=args.same_process, profile=bool(args.memory_profile))
+    profiles = [(f"{r['model']}:{r['method']}" + (f":{r['settings']}" if r.get("settings") else ""),
+                 r.pop("memory_profile")) for r in done if "memory_profile" in r]
     command = "leanvision " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
     md = write_outputs(add_ratios(done), args.out, args.title, "leanvision bench " + command.split(" ", 1)[-1],
                        args.json)
     print(md)
     print(f"wrote {args.out}/bench.md, bench.json, bench.png")
+    if profiles:
+        from pathlib import Path
+
+        from .memory_profile import plot_memory_profiles
+
+        Path(args.memory_profile).parent.mkdir(parents=True, exist_ok=True)
+        plot_memory_profiles(profiles, args.memory_profile)
+        print(f"wrote {args.memory_profile}")
     return 0
 
 

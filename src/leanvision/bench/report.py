@@ -14,8 +14,8 @@ import torch
 from ..engine.checkpoint import atomic_write_text
 from ..engine.run_folder import write_json
 
-_RATIO_KEYS = ("peak_memory_bytes", "activation_peak_bytes", "ms_per_step", "images_per_s", "trainable_params",
-               "train_flops_per_image")
+_RATIO_KEYS = ("peak_memory_bytes", "activation_peak_bytes", "peak_rss_above_import_bytes", "ms_per_step",
+               "images_per_s", "trainable_params", "train_flops_per_image")
 
 
 def environment() -> dict:
@@ -47,6 +47,10 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def _mb(v):
+    return None if v is None else v / 2**20
+
+
 def _fmt(v, spec: str = ".3g") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -61,9 +65,10 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
     if env:
         lines += ["; ".join(f"{k}: {v}" for k, v in env.items()), ""]
     lines += [
-        "| model | method | settings | accuracy | peak memory (MB) | × E2E | activations (MB) | × E2E | ms/step | "
+        "| model | method | settings | accuracy | peak memory (MB) | × E2E | activations (MB) | × E2E | "
+        "process peak above import (MB) | × E2E | ms/step | "
         "× E2E | images/s | trainable params | × E2E | train GFLOP/image | × E2E |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         acc = r.get("accuracy")
@@ -73,6 +78,8 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
             f"{_fmt(r['peak_memory_bytes'] / 2**20, '.1f')} | {_fmt(r['peak_memory_bytes_vs_e2e'], '.2f')} | "
             f"{_fmt(r.get('activation_peak_bytes', 0) / 2**20 or None, '.1f')} | "
             f"{_fmt(r.get('activation_peak_bytes_vs_e2e'), '.2f')} | "
+            f"{_fmt(_mb(r.get('peak_rss_above_import_bytes')), '.1f')} | "
+            f"{_fmt(r.get('peak_rss_above_import_bytes_vs_e2e'), '.2f')} | "
             f"{_fmt(r['ms_per_step'], '.1f')} | {_fmt(r['ms_per_step_vs_e2e'], '.2f')} | "
             f"{_fmt(r['images_per_s'], '.1f')} | {r['trainable_params']:,} | "
             f"{_fmt(r['trainable_params_vs_e2e'], '.2f')} | "
@@ -80,7 +87,17 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
             f"{_fmt(r['train_flops_per_image_vs_e2e'], '.2f')} |"
         )
     src = rows[0].get("memory_source") if rows else ""
+    reserved = [r for r in rows if r.get("cuda_max_reserved_bytes") is not None]
+    if reserved:
+        lines += ["", "| model | method | settings | CUDA max allocated (MB) | CUDA max reserved (MB) |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['model']} | {r['method']} | {r.get('settings') or ''} | "
+                  f"{_fmt(_mb(r['peak_memory_bytes']), '.1f')} | {_fmt(_mb(r['cuda_max_reserved_bytes']), '.1f')} |"
+                  for r in reserved]
     lines += ["", f"Peak memory source: {src} (activations: peak bytes saved for backward, CPU only). "
+              "Process peak above import: the process's peak resident memory (VmHWM) minus its resident memory "
+              "just after importing torch and leanvision (each resource row in its own process unless "
+              "--same-process). "
               "Accuracy: last-epoch test top-1 (%). "
               "Train GFLOP/image: forward + backward of one training step (resource rows; torch.utils.flop_counter)."]
     return "\n".join(lines).strip() + "\n"

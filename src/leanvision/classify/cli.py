@@ -175,8 +175,10 @@ _OPTION_FLAGS = {"method_options": "--modules/--split/--method-opt", "replace_op
 
 def cmd_train(args) -> int:
     from ..engine.distributed import is_main_process
+    from ..ops.memory import mark_import_rss
     from .train import train
 
+    mark_import_rss()  # torch and the training code are imported, nothing else exists: "above import" starts here
     cfg = config_from_args(args)
     res = train(cfg)
     final = res["final"]

@@ -6,6 +6,10 @@ Peak memory is measured where it is real:
   (tracked with saved-tensor hooks, each storage counted once while it is alive) plus the bytes
   of parameters, gradients and optimizer state. This is the quantity local learning and
   Replacement Learning change, so the CPU ratios are comparable to the GPU ones.
+
+Beside it, :meth:`ResourceMeter.stats` reports the outside view, what ``top`` shows: the process's peak
+resident memory (``VmHWM``) and that peak above the resident memory just after importing torch and
+leanvision (:func:`leanvision.ops.memory.mark_import_rss`); on CUDA also ``max_memory_reserved``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 
 from ..ops.counting import count_parameters  # noqa: F401  (re-exported: the meter's callers import it from here)
+from ..ops.memory import import_rss_bytes, peak_rss_bytes
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -123,6 +128,25 @@ class StepStats:
     images_per_s: float
     device: str
     memory_source: str  # "cuda.max_memory_allocated" or "saved-tensors+state"
+    # The outside view (None where the platform does not tell): the process's peak resident memory so far,
+    # the resident memory just after importing torch and leanvision, and the difference.
+    peak_rss_bytes: int | None = None
+    import_rss_bytes: int | None = None
+    peak_rss_above_import_bytes: int | None = None
+    cuda_max_reserved_bytes: int | None = None  # CUDA: torch.cuda.max_memory_reserved (allocator cache included)
+
+
+def describe_memory(stats: StepStats) -> str:
+    """One line for logs: the meter's peak and the process's peak above import, in MB."""
+    mb = 2**20
+    parts = [f"peak memory: meter {stats.peak_memory_bytes / mb:.1f} MB ({stats.memory_source})"]
+    if stats.peak_rss_bytes is not None:
+        above = (f", {stats.peak_rss_above_import_bytes / mb:.1f} MB above import"
+                 if stats.peak_rss_above_import_bytes is not None else "")
+        parts.append(f"process peak resident {stats.peak_rss_bytes / mb:.1f} MB{above}")
+    if stats.cuda_max_reserved_bytes is not None:
+        parts.append(f"CUDA max reserved {stats.cuda_max_reserved_bytes / mb:.1f} MB")
+    return "; ".join(parts)
 
 
 class ResourceMeter:
@@ -187,6 +211,7 @@ class ResourceMeter:
             peak = torch.cuda.max_memory_allocated(self.device) if self._seen > self.warmup else 0
         else:
             peak = self.activation_peak + self.state_peak
+        rss, base = peak_rss_bytes(), import_rss_bytes()
         return StepStats(
             trainable_params=count_parameters(self.method, trainable_only=True),
             total_params=count_parameters(self.method),
@@ -197,4 +222,8 @@ class ResourceMeter:
             images_per_s=self.timed_images / self.seconds if self.seconds else float("nan"),
             device=torch.cuda.get_device_name(self.device) if cuda else "cpu",
             memory_source="cuda.max_memory_allocated" if cuda else "saved-tensors+state",
+            peak_rss_bytes=rss,
+            import_rss_bytes=base,
+            peak_rss_above_import_bytes=rss - base if rss is not None and base is not None else None,
+            cuda_max_reserved_bytes=torch.cuda.max_memory_reserved(self.device) if cuda else None,
         )

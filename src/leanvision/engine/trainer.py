@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .distributed import DistInfo, all_ranks_agree, average_gradients, broadcast_values
-from .meter import ResourceMeter, StepStats
+from .meter import ResourceMeter, StepStats, describe_memory
 from .run_folder import remove_stale_temp_files, write_json, write_metrics
 
 
@@ -370,12 +370,15 @@ class Trainer:
         return self.meter.stats()
 
     def result(self, last: dict) -> dict:
+        stats = self.resources()
         res = {
             "final": last,  # last-epoch metrics: the primary result
             f"best_epoch_{self.fitness}": self.best,  # model selection on the eval set: labelled as such
             "best_epoch": self.best_epoch,
-            "resources": self.resources().__dict__,
+            "resources": stats.__dict__,
         }
         if self.dist.is_main and self.run_dir.exists():
             write_json(self.run_dir / "results.json", res)
+        if self.dist.is_main:
+            print(describe_memory(stats), flush=True)  # the same figures as `leanvision bench` reports
         return res

@@ -84,6 +84,10 @@ class LocalLearning(Method):
         recompute: MLAAN only. False (default): keep a module's graph until the last cascaded loss
             that reaches it is done. True: drop it as soon as only its parameter gradient is still
             owed and rebuild it then (one extra forward per module, less activation memory).
+        trim_host_memory: give freed heap pages back to the operating system once a module's graph
+            is freed (glibc ``malloc_trim``: :func:`leanvision.ops.memory.trim_host_memory`). None
+            (default): on when the step runs on the CPU, where PyTorch allocates with ``malloc`` and
+            a freed module's pages would otherwise stay resident; a no-op without glibc.
         image_size: probe size for building heads (default ``model.image_size``).
     """
 
@@ -118,6 +122,7 @@ class LocalLearning(Method):
         lam_config=None,
         bn_updates: str | None = None,
         recompute: bool = False,
+        trim_host_memory: bool | None = None,
         image_size: int | None = None,
     ):
         check_block_model(model)
@@ -149,6 +154,7 @@ class LocalLearning(Method):
         self.split = resolve_split(model, modules, o["split"], "mlaan" if mlaan else "baseline", image_size)
         self.split_description = self.split.describe()
         self.span, self.w_x, self.w_y, self.recompute = o["span"], o["w_x"], o["w_y"], recompute
+        self.trim_host_memory = trim_host_memory
         self.ema_momentum, self.ema_update, self.ema_blocks = o["ema_momentum"], o["ema_update"], o["ema_blocks"]
         self.ema_trainable, self.bn_updates = bool(o["ema_trainable"]), o["bn_updates"]
         self.head_init = o["head_init"]

@@ -36,7 +36,16 @@ import contextlib
 import torch
 from torch import nn
 
+from ...ops.memory import trim_host_memory
 from ..base import Backward
+
+
+def _trim(method, x: torch.Tensor) -> None:
+    """A module's graph was just freed: return its pages to the system (CPU by default, see
+    ``LocalLearning.trim_host_memory``), so the next module does not stack on top of them."""
+    on = getattr(method, "trim_host_memory", None)
+    if on or (on is None and x.device.type == "cpu"):
+        trim_host_memory()
 
 
 @contextlib.contextmanager
@@ -88,6 +97,8 @@ def greedy_step(
             backward(loss)
         aux.append(loss.detach())
         x = h.detach()
+        del h, loss  # nothing of module j's graph may outlive its step
+        _trim(method, x)
     loss, logits = method.final_loss(_run_module(method.pieces(k - 1), x), targets)
     backward(loss)
     out = {"loss": loss.detach(), "logits": logits.detach()}
@@ -149,6 +160,8 @@ def mlaan_step(
                 loss = value
         x = h.detach()
         del h  # a graph freed for recompute must have no stray reference
+        if j in loss_steps and j < k - 1:  # module j-s+1 was finished (its graph freed) at this step
+            _trim(method, x)
     _finish(method, live, None)
     out = {"loss": loss, "logits": logits}
     if aux:
