@@ -67,3 +67,44 @@ def stage_worker(rank: int, world: int, port: int, method_name: str, modules: in
         out[rank] = {k: v.clone() for k, v in stage.state()["method"].items()}
     finally:
         dist.destroy_process_group()
+
+
+class ZeroGradIn(torch.nn.Module):
+    """Runs ``block`` but lets no gradient through to its input: the reference for a cut cascade."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        if x.requires_grad:
+            x.register_hook(torch.zeros_like)
+        return self.block(x)
+
+
+def single_cut(method_name: str, modules: int, first_of_stage1: int) -> dict:
+    """MLAAN in one process with the cascade cut at module ``first_of_stage1`` and the EMA copies of stage 0
+    following a snapshot of the blocks stage 1 trains (the ``overlap`` rule, for one epoch), written without
+    the pipeline code."""
+    import copy
+
+    torch.set_num_threads(1)
+    method = build(method_name, modules)
+    first_piece = method.split.modules[first_of_stage1][0]
+    snapshot = copy.deepcopy(method.model.blocks)  # weights at the start of the epoch
+    stage1_blocks = {q for j in range(first_of_stage1, len(method.split)) for q in method.split.modules[j]}
+    method.model.blocks[first_piece] = ZeroGradIn(method.model.blocks[first_piece])
+    opt = make_optimizer(method)
+    for images, targets in batches():
+        opt.zero_grad(set_to_none=True)
+        method.train_step(images, targets, torch.Tensor.backward)
+        for i in method.loss_modules:  # ema_update="all"
+            lam = method.lams[str(i)]
+            if i < first_of_stage1:
+                source = [snapshot[c] if c in stage1_blocks else method.model.blocks[c] for c in range(len(snapshot))]
+                lam.update_ema(source, method.ema_momentum)
+            else:
+                lam.update_ema(method.model.blocks, method.ema_momentum)
+        opt.step()
+    method.model.blocks[first_piece] = method.model.blocks[first_piece].block
+    return {k: v.clone() for k, v in method.state_dict().items()}
