@@ -96,6 +96,8 @@ def test_bad_pipeline_requests_are_refused_with_the_reason():
     e2e = create_method("e2e", create_model("resnet20", num_classes=4))
     with pytest.raises(ValueError, match="E2E back-propagates one loss through the whole network"):
         check_pipelinable(e2e)
+    with pytest.raises(ValueError, match="replacement: it is not local learning"):
+        check_pipelinable(create_method("replacement", create_model("resnet20", num_classes=4), interval=2))
     with pytest.raises(ConfigError, match="not a multiple of 2 stages"):
         replicas_for(2, 3)
     assert replicas_for(2, 4) == 2

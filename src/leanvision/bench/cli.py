@@ -38,6 +38,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out", default="runs/bench", help="folder for bench.md, bench.json, bench.png and runs")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--title", default="leanvision bench")
+    p.add_argument("--pipeline-stages", help="'pipeline' rows: stage counts to compare with one process, e.g. 2,4")
+    p.add_argument("--threads", type=int, help="'pipeline' rows: threads per process (default 1)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -61,6 +63,10 @@ def cmd_bench(args) -> int:
                                device=str(resolve_device(args.device or "auto")))
         print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
         return 0
+    if args.rows[0] == "pipeline":  # `leanvision bench pipeline ROWS`: pipelined local learning vs one process
+        from .pipeline import cmd_pipeline
+
+        return cmd_pipeline(args, args.rows[1:])
     rows = parse_rows(args.rows)
     base = base_config(args, args.recipe)
     if not args.steps and args.epochs is None and not args.recipe:

@@ -30,27 +30,25 @@ class Link:
 
     def __init__(self, peer: int, device: torch.device, depth: int = 0):
         self.peer, self.device, self.depth = peer, device, depth
-        self.pending: collections.deque = collections.deque()  # (work, tensors kept alive until sent)
-
-    def _isend(self, t: torch.Tensor, tag: int) -> None:
-        if self.depth == 0:
-            dist.send(t, self.peer, tag=tag)
-        else:
-            self.pending.append((dist.isend(t, self.peer, tag=tag), t))
+        self.pending: collections.deque = collections.deque()  # per message: [(work, tensor kept alive)]
 
     def send(self, kind: int, tensors: list[torch.Tensor], tag: int = 0) -> None:
-        while self.depth and len(self.pending) >= self.depth * (1 + _MAX_TENSORS):
-            work, _ = self.pending.popleft()
-            work.wait()
+        """Send one message; with ``depth`` > 0, return at once unless ``depth`` messages are still in flight."""
+        while self.depth and len(self.pending) >= self.depth:
+            for work, _ in self.pending.popleft():
+                work.wait()
         header = torch.zeros(_HEADER, dtype=torch.int64)
         header[0], header[1] = kind, len(tensors)
         for i, t in enumerate(tensors):
             o = 2 + i * (2 + _MAX_DIMS)
             header[o], header[o + 1] = _DTYPES.index(t.dtype), t.dim()
             header[o + 2: o + 2 + t.dim()] = torch.tensor(t.shape, dtype=torch.int64)
-        self._isend(header.to(self.device), tag)
-        for t in tensors:
-            self._isend(t.detach().contiguous(), tag)
+        parts = [header.to(self.device), *(t.detach().contiguous() for t in tensors)]
+        if self.depth == 0:
+            for t in parts:
+                dist.send(t, self.peer, tag=tag)
+        else:  # the tensors stay referenced until their send completes
+            self.pending.append([(dist.isend(t, self.peer, tag=tag), t) for t in parts])
 
     def recv(self, tag: int = 0) -> tuple[int, list[torch.Tensor]]:
         header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
@@ -66,7 +64,8 @@ class Link:
 
     def flush(self) -> None:
         while self.pending:
-            self.pending.popleft()[0].wait()
+            for work, _ in self.pending.popleft():
+                work.wait()
 
 
 class Watchdog:
@@ -112,7 +111,7 @@ class Watchdog:
         ticks, seen, since = 0, {}, {}
         while not self.stop.wait(self.interval):
             ticks += 1
-            now = time.monotonic()
+            now, why = time.monotonic(), None
             try:
                 self.store.set(f"hb/{self.rank}", str(ticks))
                 for r in range(self.world):
@@ -122,12 +121,13 @@ class Watchdog:
                     if seen.get(r) != value:
                         seen[r], since[r] = value, now
                     elif now - since[r] > self.limit:
-                        self._exit(f"{self.describe(r)} stopped responding (no heartbeat for "
-                                   f"{now - since[r]:.0f} s): it was killed or hangs")
-                why = self.verdict()
+                        why = (f"{self.describe(r)} stopped responding (no heartbeat for {now - since[r]:.0f} s): "
+                               "it was killed or hangs")
+                        break
+                why = why or self.verdict()
             except Exception:  # noqa: BLE001
                 why = "the job's store is unreachable: the launcher or the rank that hosts it (rank 0) died"
-            if why and not self.stop.is_set():
+            if why and not self.stop.is_set():  # a job that ended normally may take its store with it
                 self._exit(why)
 
     def _exit(self, why: str) -> None:

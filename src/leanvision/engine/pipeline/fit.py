@@ -157,7 +157,7 @@ class _Job:
 
     def refresh_for_overlap(self) -> None:
         """``overlap``: MLAAN's shadows of EMA source blocks are refreshed at the start of every epoch."""
-        if not self.stage.cross and self.topo.replicas >= 1:
+        if not self.stage.cross:
             self.stage.refresh_shadows()
 
     # -- the loop ------------------------------------------------------------------------------------------
