@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import leanvision
@@ -44,9 +45,11 @@ def _launch(args: list[str], cwd, world: int = 2, **env) -> list[subprocess.Pope
 
 
 def _wait(procs, timeout=600) -> list[tuple[int, str, str]]:
-    return [(p.returncode, *p.communicate(timeout=timeout)) for p in procs]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [(p.returncode, *o) for p, o in zip(procs, outs)]
 
 
+@pytest.mark.slow  # five short runs of two processes (about a minute on an idle 2-core machine)
 def test_pipelined_run_is_the_single_process_run_and_kill_and_resume_continue_it(tmp_path):
     # one process, no pipeline: the reference
     ref = subprocess.run([sys.executable, "-m", "leanvision", *TRAIN, "--project", str(tmp_path), "--name", "one"],

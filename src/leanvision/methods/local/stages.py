@@ -223,8 +223,8 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
                     live[m][0] = None
         if lowest < a:
             send_grad(j, grad)
-        if j < k - 1:
-            _finish(method, live, lowest)
+        if j < k - 1:  # no later loss reaches below module j-s+2 (with or without a floor): those are complete
+            _finish(method, live, j - s + 1)
 
     for j in mods:
         needs_input_grad = j > floor and any(i in loss_steps for i in range(j, j + s - 1))
