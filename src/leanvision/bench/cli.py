@@ -19,7 +19,8 @@ def add_bench_parser(sub) -> None:
                     "or YAML files with a 'rows' list. With --steps N each row trains N steps on one random "
                     "batch (resources only); otherwise each row really trains for --epochs on --data.")
     p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml; or 'overhead' to time the "
-                   "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench")
+                   "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench; or "
+                   "'pipeline ROWS' for pipelined local learning against one process (--pipeline-stages, --threads)")
     p.add_argument("--steps", type=argtype(int, at_least(1)),
                    help="resource-only rows: timed steps per row (after warm-up)")
     p.add_argument("--rounds", type=argtype(int, at_least(1)), default=1,

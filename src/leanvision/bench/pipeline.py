@@ -67,7 +67,9 @@ def pipeline_rows(rows: list[str], stages: list[int], batch: int, steps: int, th
                   data: str | None = None, device: str = "cpu") -> list[dict]:
     """Run every row in one process and as each number of ``stages``; returns the table's rows."""
     out_dir = Path(out)
-    data = data or str(random_image_folder(out_dir / "random-images"))
+    if data is None:  # enough images for every step of one epoch
+        per_class = -(-batch * (WARMUP_STEPS + steps) // 10)
+        data = str(random_image_folder(out_dir / f"random-images-{per_class}", per_class=per_class))
     results = []
     for row in parse_rows(rows):
         label = f"{row.model}:{row.method}" + (f" {row.settings()}" if row.options else "")

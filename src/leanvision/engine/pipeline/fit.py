@@ -46,7 +46,10 @@ def fit_pipeline(cfg, method, make_optimizer, weight_decay: float, schedule, tra
         raise ConfigError("--pipeline with --amp fp16: each stage would scale its losses on its own; use --amp bf16")
     topo = build_topology(cfg.pipeline, dist_info.rank, dist_info.world_size)
     stages, text = assign(method, cfg.pipeline, cfg.pipeline_split, method.model.image_size)
-    stage = Stage(method, topo, stages, cfg.pipeline_schedule, device, make_optimizer, weight_decay, cfg.amp)
+    try:
+        stage = Stage(method, topo, stages, cfg.pipeline_schedule, device, make_optimizer, weight_decay, cfg.amp)
+    except ValueError as e:  # a model with state outside stem, blocks and head
+        raise ConfigError(str(e)) from None
     job = _Job(cfg, stage, topo, schedule, train_loader, test_loader, Path(run_dir), config, device)
     if dist_info.is_main:
         if ckpt is None and cfg.overwrite:
