@@ -72,7 +72,7 @@ def pipeline_rows(rows: list[str], stages: list[int], batch: int, steps: int, th
         data = str(random_image_folder(out_dir / f"random-images-{per_class}", per_class=per_class))
     results = []
     for row in parse_rows(rows):
-        label = f"{row.model}:{row.method}" + (f" {row.settings()}" if row.options else "")
+        label = f"{row.model}:{row.method}" + (f" {row.settings}" if row.options else "")
         base = None
         for p in [1, *stages]:
             run = out_dir / "runs" / f"{row.model}-{row.method}-p{p}"
