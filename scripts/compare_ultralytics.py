@@ -66,8 +66,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LV_TRAIN = """
 import json, sys, time, torch
 torch.set_num_threads(1)
-from leanvision.detection.config import DetectConfig
-from leanvision.detection.train import train_detector
+from leanvision.detect.config import DetectConfig
+from leanvision.detect.train import train_detector
 res = train_detector(DetectConfig(**json.loads(sys.argv[1])))
 print("RESULT " + json.dumps({"run_dir": res["run_dir"], "best_epoch": res["best_epoch"]}))
 """
@@ -75,9 +75,9 @@ print("RESULT " + json.dumps({"run_dir": res["run_dir"], "best_epoch": res["best
 LV_VAL = """
 import json, sys, time, torch
 torch.set_num_threads(1)
-from leanvision.detection.det_dataset import build_detection_loader
-from leanvision.detection.train import load_detection_data
-from leanvision.detection.val import load_detector, validate
+from leanvision.detect.data.dataset import build_detection_loader
+from leanvision.detect.train import load_detection_data
+from leanvision.detect.val import load_detector, validate
 from leanvision.engine.meter import count_parameters
 from leanvision.models.yolo import model_gflops
 a = json.loads(sys.argv[1])
@@ -85,7 +85,7 @@ model, cfg = load_detector(a["weights"])
 splits, names = load_detection_data(a["data"])
 dump = {"names": list(names), "images": []}
 if a.get("dump"):  # keep every image's detections and ground truth (original pixels) for the reference's evaluator
-    import leanvision.detection.val as val_mod
+    import leanvision.detect.val as val_mod
     class Recorder(val_mod.DetectionEvaluator):
         def update(self, preds, targets, image_ids=None, shapes=None):
             for p, g in zip(preds, targets):
@@ -333,7 +333,7 @@ def write_shared_lists(data: str, out_yaml: Path, subset: int = 0) -> tuple[int,
     import yaml
 
     sys.path.insert(0, str(ROOT / "src"))
-    from leanvision.detection.train import load_detection_data
+    from leanvision.detect.train import load_detection_data
 
     splits, names = load_detection_data(data)
     train = sorted(s["im_file"] for s in splits["train"])

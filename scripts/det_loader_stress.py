@@ -2,7 +2,7 @@
 
 Each loader epoch (training with mosaic, training without, rectangular validation) forks its workers
 from a process whose OpenCV thread pool is busy, the condition under which the old worker_init_fn hung
-in ``cv2.setNumThreads`` (see ``detection/det_dataset.serial_cv2_in_worker``). A worker that does not
+in ``cv2.setNumThreads`` (see ``detect/data/dataset.serial_cv2_in_worker``). A worker that does not
 deliver a batch in ``--timeout`` seconds counts as a hang.
 
     python scripts/det_loader_stress.py --data data/synth/data.yaml --repeats 10 --workers 1 2 4
@@ -20,8 +20,8 @@ import time
 import cv2
 import numpy as np
 
-from leanvision.detection.det_check import load_yolo_dataset
-from leanvision.detection.det_dataset import build_detection_loader
+from leanvision.detect.data.check import load_yolo_dataset
+from leanvision.detect.data.dataset import build_detection_loader
 
 
 def busy_parent_pool() -> None:

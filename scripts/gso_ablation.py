@@ -4,7 +4,7 @@
     .venv/bin/python scripts/gso_ablation.py --epochs 3 --images 40  # smoke
 
 Part 1, ablation (specs/gso_yolo.md §1.2/§4.2): rows YOLOv8n, +GOM, +SCM, +GOM+SCM, +AIoU, full GSO-YOLO-n, each
-trained from scratch with :func:`~leanvision.detection.train.train_detector` at equal epochs, image size, batch
+trained from scratch with :func:`~leanvision.detect.train.train_detector` at equal epochs, image size, batch
 and seed on one synthetic set (``generate_synthetic_dataset``). Rows run ``--parallel`` at a time, one process
 and one thread each (small convs gain little from threads; parallel rows share the cores evenly, so their
 images/s are comparable with each other, not with an idle machine). Metrics are the best.pt's on the val split.
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
+from leanvision.bench.detect import ablation_rows, parse_row, random_batch
 from leanvision.bench.report import environment
-from leanvision.detection.bench import ablation_rows, parse_row, random_batch
-from leanvision.detection.config import DetectConfig
-from leanvision.detection.method import DetectionMethod
-from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detect.config import DetectConfig
+from leanvision.detect.data.synth import generate_synthetic_dataset
+from leanvision.detect.method import DetectionMethod
 from leanvision.engine.meter import ResourceMeter, count_parameters
 from leanvision.methods.replacement import apply_replacement
 from leanvision.models.yolo import count_parameters as all_parameters
@@ -51,7 +51,7 @@ LABELS = ["YOLOv8n", "+GOM", "+SCM", "+GOM+SCM", "+AIoU", "GSO-YOLO-n (full)"]
 def train_row(row: str, data: str, args: dict) -> dict:
     """One ablation row in its own process (one thread)."""
     torch.set_num_threads(1)
-    from leanvision.detection.train import model_overrides, train_detector
+    from leanvision.detect.train import model_overrides, train_detector
 
     model, opts = parse_row(row)
     name = row.replace(":", "-").replace("=", "").replace(",", "-")

@@ -254,9 +254,9 @@ def lv_model(nc: int, state: dict | None = None, **overrides):
 
 
 def probe_batch(args, out: Path) -> dict:
-    from leanvision.detection.boxes import box_convert
-    from leanvision.detection.method import yolo_param_groups
+    from leanvision.detect.method import yolo_param_groups
     from leanvision.models.yolo import YOLOV8_TABLE  # noqa: F401  (import check)
+    from leanvision.ops.boxes import box_convert
 
     f = out / "batch_ref.pt"
     run_ultra(args.ultra_python, ULTRA_BATCH, {"data": args.data, "imgsz": args.imgsz, "batch": args.batch,
@@ -269,7 +269,7 @@ def probe_batch(args, out: Path) -> dict:
     h, w = x.shape[2:]
     boxes = box_convert(ref["bboxes"] * torch.tensor([w, h, w, h]), "cxcywh", "xyxy")
     targets = {"img_idx": ref["batch_idx"], "cls": ref["cls"], "boxes": boxes}
-    from leanvision.detection.loss import DetectionLoss, pad_targets
+    from leanvision.detect.loss import DetectionLoss, pad_targets
 
     crit = DetectionLoss(model, **args.loss_kwargs)
     captured = {}
@@ -334,8 +334,8 @@ def lv_targets(args) -> dict:
 
     import numpy as np
 
-    from leanvision.detection.det_dataset import DetectionDataset
-    from leanvision.detection.train import load_detection_data
+    from leanvision.detect.data.dataset import DetectionDataset
+    from leanvision.detect.train import load_detection_data
 
     splits, _ = load_detection_data(args.data)
     hyp = dict(args.hyp)
@@ -381,8 +381,8 @@ def probe_targets(args, out: Path) -> dict:
 
 def probe_schedule(args, out: Path) -> dict:
     """Tiny runs of both trainers on the first ``--subset`` training images, logging every iteration."""
-    from leanvision.detection import train as lv_train
-    from leanvision.detection.config import DetectConfig
+    from leanvision.detect import train as lv_train
+    from leanvision.detect.config import DetectConfig
 
     sub = make_subset(args, out)
     common = dict(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, nbs=64, lr0=0.01, lrf=0.01, momentum=0.937,
@@ -402,7 +402,7 @@ def probe_schedule(args, out: Path) -> dict:
 
     lv_train.YoloSchedule.apply = apply
     steps = []
-    from leanvision.detection.method import DetectionMethod
+    from leanvision.detect.method import DetectionMethod
 
     orig_after = DetectionMethod.after_optimizer_step
 
@@ -437,7 +437,7 @@ def make_subset(args, out: Path) -> Path:
     """A data.yaml over the first ``--subset`` training images (sorted names) and the full val split."""
     import yaml
 
-    from leanvision.detection.train import load_detection_data
+    from leanvision.detect.train import load_detection_data
 
     splits, names = load_detection_data(args.data)
     files = sorted(s["im_file"] for s in splits["train"])[: args.subset]
@@ -453,10 +453,10 @@ def make_subset(args, out: Path) -> Path:
 
 def probe_val(args, out: Path) -> dict:
     """Same weights through both validators, and each evaluator on the reference's predictions."""
-    from leanvision.detection.det_dataset import build_detection_loader
-    from leanvision.detection.evaluate import DetectionEvaluator
-    from leanvision.detection.train import load_detection_data
-    from leanvision.detection.val import validate
+    from leanvision.detect.data.dataset import build_detection_loader
+    from leanvision.detect.evaluate import DetectionEvaluator
+    from leanvision.detect.train import load_detection_data
+    from leanvision.detect.val import validate
 
     weights = Path(args.weights)
     splits, names = load_detection_data(args.data)
@@ -517,8 +517,8 @@ def probe_step(args, out: Path) -> dict:
     import statistics
     import time
 
-    from leanvision.detection.boxes import box_convert
-    from leanvision.detection.loss import DetectionLoss
+    from leanvision.detect.loss import DetectionLoss
+    from leanvision.ops.boxes import box_convert
 
     ref = torch.load(out / "batch_ref.pt", weights_only=True)
     model = lv_model(ref["raw_scores"].shape[1], ref["state"]).train()
@@ -555,8 +555,8 @@ def probe_evaluator(args, out: Path) -> dict:
     detection budget per image and the best-F1 P/R from everything upstream."""
     import numpy as np
 
-    from leanvision.detection.evaluate import DetectionEvaluator
-    from leanvision.detection.train import load_detection_data
+    from leanvision.detect.evaluate import DetectionEvaluator
+    from leanvision.detect.train import load_detection_data
 
     splits, names = load_detection_data(args.data)
     rng = np.random.default_rng(args.seed)

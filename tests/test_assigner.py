@@ -7,7 +7,7 @@ index = 4·row + col. GT A = (0, 0, 16, 16) strictly contains anchors 0 (4,4), 1
 import pytest
 import torch
 
-from leanvision.detection.assigner import TaskAlignedAssigner
+from leanvision.detect.assigner import TaskAlignedAssigner
 
 ANCHORS = torch.tensor([[4.0 + 8 * c, 4.0 + 8 * r] for r in range(4) for c in range(4)])  # (16, 2) x, y
 GT_A = [0.0, 0, 16, 16]

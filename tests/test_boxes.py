@@ -11,7 +11,7 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
-from leanvision.detection.postprocess import non_max_suppression
+from leanvision.detect.postprocess import non_max_suppression
 from leanvision.models.yolo import DFL
 from leanvision.ops.boxes import (
     IOU_KINDS,

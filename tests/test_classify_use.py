@@ -187,7 +187,7 @@ def test_a_checkpoint_of_an_earlier_version_falls_back_to_its_data(cifar_run, ci
 
 
 def _detector_checkpoint(path: Path) -> Path:
-    from leanvision.detection.val import detector_spec
+    from leanvision.detect.val import detector_spec
 
     torch.save({"method": {"model.w": torch.zeros(1)}, "config": {"detector": detector_spec("yolov8n", ["a"], {}),
                                                                    "imgsz": 64}}, path)

@@ -15,6 +15,6 @@ def test_every_command_is_registered():
 
 
 def test_an_import_error_in_the_detection_cli_is_not_swallowed(monkeypatch):
-    monkeypatch.setitem(sys.modules, "leanvision.detection.cli", None)  # importing it now raises ImportError
-    with pytest.raises(ImportError, match="leanvision.detection.cli"):
+    monkeypatch.setitem(sys.modules, "leanvision.detect.cli", None)  # importing it now raises ImportError
+    with pytest.raises(ImportError, match="leanvision.detect.cli"):
         build_parser()

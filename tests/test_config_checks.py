@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from leanvision.cli import main
 from leanvision.config import ConfigError, TrainConfig, build_config, field_names, to_dict
-from leanvision.detection.config import DetectConfig
+from leanvision.detect.config import DetectConfig
 from leanvision.engine.run_folder import json_text
 
 TRAIN = ["train", "--model", "resnet20", "--data", "digits", "--epochs", "1", "--batch-size", "32", "--device", "cpu",

@@ -5,7 +5,7 @@ import json
 from PIL import Image
 
 from leanvision.cli import main
-from leanvision.detection.demo import run_detect_demo
+from leanvision.detect.demo import run_detect_demo
 
 
 def test_demo_classification_rows_train_and_report(tmp_path, capsys):

@@ -62,3 +62,32 @@ def test_detection_replacement_forwards_to_the_seam_and_warns():
     with pytest.raises(ValueError, match="no eligible block"):  # as before: an error, not a silent no-op
         with pytest.warns(DeprecationWarning):
             old.apply_detector_replacement(create_detector("yolov8n", nc=3))
+
+
+# issue 14's folder move: every module that moved keeps its old path for one release
+MOVED = {
+    "leanvision.engine.run": ("leanvision.classify.train", "train"),
+    "leanvision.detection": ("leanvision.detect", "DetectionLoss"),
+    "leanvision.detection.bench": ("leanvision.bench.detect", "cmd_bench"),
+    "leanvision.detection.train": ("leanvision.detect.train", "train_detector"),
+    "leanvision.detection.plotting": ("leanvision.detect.draw", None),
+    "leanvision.detection.det_formats": ("leanvision.detect.data.formats", "DatasetFormatError"),
+    "leanvision.detection.det_dataset": ("leanvision.detect.data.dataset", "build_detection_loader"),
+    "leanvision.detection.det_check": ("leanvision.detect.data.check", "check_dataset"),
+    "leanvision.detection.det_convert": ("leanvision.detect.data.convert", "convert_dataset"),
+    "leanvision.detection.augment": ("leanvision.detect.data.augment", None),
+    "leanvision.detection.synth": ("leanvision.detect.data.synth", "generate_synthetic_dataset"),
+}
+
+
+@pytest.mark.parametrize("old_name", sorted(MOVED))
+def test_moved_modules_answer_from_their_new_home(old_name):
+    new_name, attr = MOVED[old_name]
+    new = importlib.import_module(new_name)
+    attr = attr or next(n for n in dir(new) if not n.startswith("_") and getattr(getattr(new, n), "__module__", "")
+                        == new_name)  # a name defined in the new module itself
+    old = fresh(old_name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert getattr(old, attr) is getattr(new, attr)
+    assert [w.category for w in caught] == [DeprecationWarning] and new_name in str(caught[0].message)

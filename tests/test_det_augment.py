@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from leanvision.detection import det_dataset
-from leanvision.detection.augment import (
+from leanvision.detect.data import dataset as det_dataset
+from leanvision.detect.data.augment import (
     apply_ratio_pad,
     augment_hsv,
     hflip,
@@ -18,14 +18,14 @@ from leanvision.detection.augment import (
     scale_boxes_to_original,
     shift_hsv,
 )
-from leanvision.detection.det_dataset import (
+from leanvision.detect.data.dataset import (
     DetectionDataset,
     build_detection_loader,
     collate_fn,
     load_rgb,
     set_loader_epoch,
 )
-from leanvision.detection.det_formats import make_sample
+from leanvision.detect.data.formats import make_sample
 
 RED = (255, 0, 0)
 

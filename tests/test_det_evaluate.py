@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from leanvision.detection.evaluate import DetectionEvaluator, format_results, match_predictions, pr_at_best_f1
-from leanvision.detection.plotting import draw_boxes, prediction_records, write_predictions_json, write_yolo_txt
+from leanvision.detect.draw import draw_boxes, prediction_records, write_predictions_json, write_yolo_txt
+from leanvision.detect.evaluate import DetectionEvaluator, format_results, match_predictions, pr_at_best_f1
 
 NAMES = ["person", "helmet", "vest"]
 

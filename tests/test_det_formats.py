@@ -11,15 +11,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from leanvision.detection.det_check import DatasetCheckError, check_dataset, load_yolo_dataset
-from leanvision.detection.det_convert import (
+from leanvision.detect.data.check import DatasetCheckError, check_dataset, load_yolo_dataset
+from leanvision.detect.data.convert import (
     MOCS_CLASSES,
     SODA_CLASSES,
     convert_dataset,
     seeded_split,
     write_coco_json,
 )
-from leanvision.detection.det_formats import (
+from leanvision.detect.data.formats import (
     DatasetFormatError,
     img2label_path,
     load_data_yaml,
@@ -381,7 +381,7 @@ def test_coco_image_info_file_without_annotations_reads_unlabelled(tmp_path):
 
     from PIL import Image
 
-    from leanvision.detection.det_formats import read_coco
+    from leanvision.detect.data.formats import read_coco
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (20, 10)).save(tmp_path / "images" / "a.jpg")

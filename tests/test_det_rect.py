@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from leanvision.detection import val as val_module
-from leanvision.detection.augment import scale_boxes_to_original
-from leanvision.detection.det_dataset import DetectionDataset, build_detection_loader, rect_batch_shapes
-from leanvision.detection.det_formats import make_sample
-from leanvision.detection.evaluate import DetectionEvaluator
-from leanvision.detection.val import validate
+from leanvision.detect import val as val_module
+from leanvision.detect.data.augment import scale_boxes_to_original
+from leanvision.detect.data.dataset import DetectionDataset, build_detection_loader, rect_batch_shapes
+from leanvision.detect.data.formats import make_sample
+from leanvision.detect.evaluate import DetectionEvaluator
+from leanvision.detect.val import validate
 
 NAMES = ["person", "helmet"]
 

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
-from leanvision.detection.det_check import load_yolo_dataset
-from leanvision.detection.det_formats import load_data_yaml
-from leanvision.detection.synth import SYNTH_CLASSES, generate_synthetic_dataset, render_scene
+from leanvision.detect.data.check import load_yolo_dataset
+from leanvision.detect.data.formats import load_data_yaml
+from leanvision.detect.data.synth import SYNTH_CLASSES, generate_synthetic_dataset, render_scene
 
 
 def read_tree(root):
@@ -76,9 +76,9 @@ def test_synthetic_val_loader_round_trip_gives_map_one(tmp_path):
     """
     import torch
 
-    from leanvision.detection.augment import scale_boxes_to_original
-    from leanvision.detection.det_dataset import build_detection_loader
-    from leanvision.detection.evaluate import DetectionEvaluator
+    from leanvision.detect.data.augment import scale_boxes_to_original
+    from leanvision.detect.data.dataset import build_detection_loader
+    from leanvision.detect.evaluate import DetectionEvaluator
 
     y = generate_synthetic_dataset(tmp_path, images=10, imgsz=120, seed=2, val_fraction=0.5)
     samples, names = load_yolo_dataset(y, "val")

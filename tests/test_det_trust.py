@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from leanvision.cli import main
-from leanvision.detection.det_check import DatasetCheckError, load_yolo_dataset
-from leanvision.detection.det_formats import DatasetFormatError, load_data_yaml
+from leanvision.detect.data.check import DatasetCheckError, load_yolo_dataset
+from leanvision.detect.data.formats import DatasetFormatError, load_data_yaml
 from test_det_formats import write_image, write_yolo
 
 CSS_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "construction-site-safety.tar"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leanvision.detection.val import fuse_conv_bn
+from leanvision.detect.val import fuse_conv_bn
 from leanvision.models.yolo import create_detector
 
 
@@ -53,7 +53,7 @@ def test_fused_copy_of_a_model_with_replaced_bottlenecks_matches_it():
 
 def test_channels_last_inference_net_matches_and_only_the_copy_changes_format():
     """validate()'s NHWC path (the CPU default) computes the same outputs; the caller's model keeps NCHW."""
-    from leanvision.detection.val import inference_net, resolve_channels_last
+    from leanvision.detect.val import inference_net, resolve_channels_last
 
     assert resolve_channels_last(None, "cpu") and not resolve_channels_last(None, "cuda")
     assert not resolve_channels_last(False, "cpu") and resolve_channels_last(True, "cuda")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from leanvision.cli import main
-from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detect.data.synth import generate_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import yaml
 
-from leanvision.detection.det_check import load_yolo_dataset
-from leanvision.detection.det_dataset import build_detection_loader
-from leanvision.detection.synth import generate_synthetic_dataset
+from leanvision.detect.data.check import load_yolo_dataset
+from leanvision.detect.data.dataset import build_detection_loader
+from leanvision.detect.data.synth import generate_synthetic_dataset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from leanvision.cli import main
-from leanvision.detection.synth import SYNTH_CLASSES, generate_synthetic_dataset
+from leanvision.detect.data.synth import SYNTH_CLASSES, generate_synthetic_dataset
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +60,10 @@ def test_predict_writes_image_and_json_in_original_coordinates(run, tmp_path):
 def test_predict_equals_the_plain_model_path(run, tmp_path):
     """predict runs a BN-folded, channels_last copy (on CPU); its detections must equal the saved model's
     own NCHW forward + NMS + inverse letterbox, done here step by step."""
-    from leanvision.detection.augment import scale_boxes_to_original
-    from leanvision.detection.postprocess import non_max_suppression
-    from leanvision.detection.predict import predict, preprocess
-    from leanvision.detection.val import load_detector
+    from leanvision.detect.data.augment import scale_boxes_to_original
+    from leanvision.detect.postprocess import non_max_suppression
+    from leanvision.detect.predict import predict, preprocess
+    from leanvision.detect.val import load_detector
 
     _, _, run_dir = run
     rgb = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
@@ -84,8 +84,8 @@ def test_predict_equals_the_plain_model_path(run, tmp_path):
 
 
 def test_predict_maps_boxes_back_exactly(monkeypatch):
-    from leanvision.detection.augment import scale_boxes_to_original
-    from leanvision.detection.predict import preprocess
+    from leanvision.detect.data.augment import scale_boxes_to_original
+    from leanvision.detect.predict import preprocess
 
     img = np.zeros((100, 200, 3), np.uint8)
     x, ratio_pad = preprocess(img, 64)  # long side 200 -> 64: r = 0.32, height 32, padded 16 top
@@ -95,7 +95,7 @@ def test_predict_maps_boxes_back_exactly(monkeypatch):
 
 
 def test_resume_flag_uses_the_saved_config(run, tmp_path):
-    from leanvision.detection.cli import config_from_args
+    from leanvision.detect.cli import config_from_args
 
     _, _, run_dir = run
     import argparse
@@ -134,7 +134,7 @@ def test_convert_voc_to_yolo(tmp_path):
 
 
 def test_train_reads_a_voc_folder_directly(tmp_path):
-    from leanvision.detection.train import load_detection_data
+    from leanvision.detect.train import load_detection_data
 
     _write_voc(tmp_path / "voc", n=10)
     splits, names = load_detection_data(tmp_path / "voc")
@@ -162,9 +162,9 @@ def test_gom_switch_on_a_yolov8_model_is_refused(run, capsys):
 
 
 def test_gso_switches_reach_the_model():
-    from leanvision.detection.config import DetectConfig
-    from leanvision.detection.train import model_overrides
-    from leanvision.detection.val import build_detector, detector_spec
+    from leanvision.detect.config import DetectConfig
+    from leanvision.detect.train import model_overrides
+    from leanvision.detect.val import build_detector, detector_spec
 
     cfg = DetectConfig(model="gso-yolo-n", gom=False, scm=True)
     m = build_detector(detector_spec(cfg.model, ["a"], model_overrides(cfg)))

@@ -7,11 +7,11 @@ import pytest
 import torch
 import yaml
 
-from leanvision.detection.config import DetectConfig
-from leanvision.detection.method import DetectionMethod, ema_decay, yolo_param_groups
-from leanvision.detection.schedule import YoloSchedule
-from leanvision.detection.synth import generate_synthetic_dataset
-from leanvision.detection.train import train_detector
+from leanvision.detect.config import DetectConfig
+from leanvision.detect.data.synth import generate_synthetic_dataset
+from leanvision.detect.method import DetectionMethod, ema_decay, yolo_param_groups
+from leanvision.detect.schedule import YoloSchedule
+from leanvision.detect.train import train_detector
 from leanvision.engine.checkpoint import load_checkpoint
 from leanvision.models.yolo import create_detector
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import complete_box_iou_loss
 
-from leanvision.detection.assigner import TaskAlignedAssigner
-from leanvision.detection.loss import DetectionLoss, pad_targets
+from leanvision.detect.assigner import TaskAlignedAssigner
+from leanvision.detect.loss import DetectionLoss, pad_targets
 from leanvision.models.yolo import create_detector
 from leanvision.ops.boxes import dist2bbox, make_anchors
 

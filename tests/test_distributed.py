@@ -59,7 +59,7 @@ def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
 # rank 0 alone evaluates; a constant accuracy makes epoch 2 the first without improvement on every run
 CONSTANT_EVAL = """
 import sys
-import leanvision.engine.run as run
+import leanvision.classify.train as run
 run.evaluate_classifier = lambda *a, **k: {"acc": 0.5, "loss": 1.0}
 from leanvision.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -83,7 +83,7 @@ def test_torchrun_two_processes_train_write_one_run_and_stop_early_together(tmp_
 
 
 def test_torchrun_early_stop_is_decided_on_rank_0_for_the_detector(tmp_path):
-    from leanvision.detection.synth import generate_synthetic_dataset
+    from leanvision.detect.data.synth import generate_synthetic_dataset
 
     data = generate_synthetic_dataset(tmp_path / "data", images=4, imgsz=64, seed=1, val_fraction=0.5)
     # an untrained detector scores mAP 0 every epoch: epoch 1 improves on -inf, epoch 2 does not

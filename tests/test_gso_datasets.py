@@ -8,10 +8,10 @@ import warnings
 import pytest
 from PIL import Image
 
-from leanvision.detection.det_check import load_yolo_dataset
-from leanvision.detection.det_convert import MOCS_CLASSES, SODA_CLASSES, convert_dataset
-from leanvision.detection.det_formats import load_data_yaml
-from leanvision.detection.train import load_detection_data
+from leanvision.detect.data.check import load_yolo_dataset
+from leanvision.detect.data.convert import MOCS_CLASSES, SODA_CLASSES, convert_dataset
+from leanvision.detect.data.formats import load_data_yaml
+from leanvision.detect.train import load_detection_data
 
 
 def image(path, w, h):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from leanvision.detection.method import DetectionMethod
+from leanvision.detect.method import DetectionMethod
 from leanvision.engine.meter import count_parameters, state_bytes
 from leanvision.methods.replacement import (
     ReplacedBlock,

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from leanvision.detection.config import DetectConfig
-from leanvision.detection.method import yolo_param_groups
-from leanvision.detection.synth import generate_synthetic_dataset
-from leanvision.detection.train import train_detector
-from leanvision.detection.val import load_detector
+from leanvision.detect.config import DetectConfig
+from leanvision.detect.data.synth import generate_synthetic_dataset
+from leanvision.detect.method import yolo_param_groups
+from leanvision.detect.train import train_detector
+from leanvision.detect.val import load_detector
 from leanvision.engine.checkpoint import load_checkpoint
 from leanvision.methods.replacement import ReplacedBlock, apply_replacement
 from leanvision.models.yolo import create_detector
@@ -79,7 +79,7 @@ def test_local_learning_on_a_detector_is_refused_with_the_reason(tmp_path, capsy
 def test_cli_flags_reach_the_config():
     import argparse
 
-    from leanvision.detection.cli import add_detect_parser, config_from_args
+    from leanvision.detect.cli import add_detect_parser, config_from_args
 
     p = argparse.ArgumentParser()
     add_detect_parser(p.add_subparsers(dest="cmd"))

@@ -6,11 +6,11 @@ import time
 import pytest
 import torch
 
-from leanvision.detection.config import DetectConfig
-from leanvision.detection.det_dataset import build_detection_loader
-from leanvision.detection.synth import generate_synthetic_dataset
-from leanvision.detection.train import load_detection_data, train_detector
-from leanvision.detection.val import build_detector, detector_spec, validate
+from leanvision.detect.config import DetectConfig
+from leanvision.detect.data.dataset import build_detection_loader
+from leanvision.detect.data.synth import generate_synthetic_dataset
+from leanvision.detect.train import load_detection_data, train_detector
+from leanvision.detect.val import build_detector, detector_spec, validate
 
 
 @pytest.mark.slow

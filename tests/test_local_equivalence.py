@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leanvision.engine.run import build_optimizer
+from leanvision.classify.train import build_optimizer
 from leanvision.methods.local import LocalLearning
 from leanvision.models import create_model
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from leanvision.classify.train import build_method
 from leanvision.cli import main
 from leanvision.config import TrainConfig
-from leanvision.engine.run import build_method
 from leanvision.methods import create_method
 from leanvision.methods.local import LocalLearning, supcon_loss
 from leanvision.methods.local.infopro import reconstruction_loss

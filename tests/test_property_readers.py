@@ -3,7 +3,7 @@
 Readers: random and broken input either parses into valid samples (after the dataset check with
 ``on_error="skip"``: int64 class ids in range, finite float32 xyxy boxes inside the image) or raises
 :class:`DatasetFormatError` whose message starts with the file's path, never any other exception.
-Boxes: the element-wise scores of ``detection/boxes.py`` equal torchvision.ops' pairwise IoU, GIoU,
+Boxes: the element-wise scores of ``ops/boxes.py`` equal torchvision.ops' pairwise IoU, GIoU,
 DIoU and CIoU loss on random valid boxes (float64), and satisfy the IoU family's invariants.
 Examples are kept few (the suite's time budget); deadline None because the first call warms caches.
 """
@@ -25,15 +25,15 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision.ops import box_iou, complete_box_iou_loss, distance_box_iou, generalized_box_iou
 
-from leanvision.detection.boxes import bbox2dist, bbox_iou, box_convert, dist2bbox
-from leanvision.detection.det_check import check_dataset
-from leanvision.detection.det_formats import (
+from leanvision.detect.data.check import check_dataset
+from leanvision.detect.data.formats import (
     DatasetFormatError,
     load_data_yaml,
     read_coco,
     read_voc_xml,
     read_yolo_label,
 )
+from leanvision.ops.boxes import bbox2dist, bbox_iou, box_convert, dist2bbox
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 W, H = 64, 48  # every image written here

@@ -14,10 +14,11 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from leanvision.bench.rows import parse_row
 from leanvision.bench.runner import row_config
-from leanvision.cli import build_parser, config_from_args
+from leanvision.classify.cli import config_from_args
+from leanvision.classify.train import build_method
+from leanvision.cli import build_parser
 from leanvision.config import TrainConfig
 from leanvision.engine.meter import SavedTensorMeter, count_parameters
-from leanvision.engine.run import build_method
 from leanvision.methods.replacement import (
     ReplacedBlock,
     ReplacementLearning,

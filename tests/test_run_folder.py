@@ -101,7 +101,7 @@ def test_a_config_with_a_new_name_is_a_new_run_and_resume_with_config_is_refused
 
 
 def test_the_patience_counter_survives_a_resume(tmp_path, monkeypatch):
-    import leanvision.engine.run as run_mod
+    import leanvision.classify.train as run_mod
 
     monkeypatch.setattr(run_mod, "evaluate_classifier", lambda *a, **k: {"acc": 0.5, "loss": 1.0})  # never improves
     run = tmp_path / "p"

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from leanvision.classify.train import method_defaults
 from leanvision.cli import main
 from leanvision.config import TrainConfig
-from leanvision.engine.run import method_defaults
 from leanvision.engine.schedule import CosinePerIteration, WarmupCosine, build_schedule
 from leanvision.methods import create_method
 from leanvision.models import create_model

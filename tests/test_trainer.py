@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
+from leanvision.classify.train import build_optimizer, train
 from leanvision.config import TrainConfig
 from leanvision.engine import trainer as trainer_mod
 from leanvision.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
-from leanvision.engine.run import build_optimizer, train
 from leanvision.engine.schedule import WarmupCosine
 from leanvision.engine.trainer import NonFiniteLossError, Trainer
 from leanvision.methods import create_method

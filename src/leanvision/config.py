@@ -1,6 +1,6 @@
 """Training configuration: a dataclass with commented defaults; YAML sets it, flags override.
 
-``None`` means "the default of the model/dataset recipe" (resolved in ``engine/run.py``). Every value is
+``None`` means "the default of the model/dataset recipe" (resolved in ``classify/train.py``). Every value is
 checked where it enters, by one small layer used by both config dataclasses (this one and
 ``detection.config.DetectConfig``): a value read from a YAML file is refused with the file and key, a flag
 with the flag's name, and a config built in Python checks itself in ``__post_init__``. The type comes

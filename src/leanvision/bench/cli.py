@@ -122,7 +122,7 @@ def cmd_demo(args) -> int:
     print(md)
     if not args.no_detect:
         try:
-            from ..detection.demo import run_detect_demo
+            from ..detect.demo import run_detect_demo
         except ImportError:
             run_detect_demo = None
         if run_detect_demo is not None:

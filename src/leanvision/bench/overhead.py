@@ -13,9 +13,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..classify.train import build_optimizer
 from ..engine.distributed import DistInfo
-from ..engine.run import build_optimizer, seed_everything
 from ..engine.schedule import WarmupCosine
+from ..engine.seed import seed_everything
 from ..engine.trainer import Trainer
 from ..methods import create_method
 from ..models import create_model

@@ -9,10 +9,11 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..classify.train import build_method, build_model, build_optimizer, recipe_defaults, train
 from ..config import TrainConfig
 from ..engine.distributed import DistInfo
-from ..engine.run import build_method, build_model, build_optimizer, recipe_defaults, seed_everything, train
 from ..engine.schedule import WarmupCosine
+from ..engine.seed import seed_everything
 from ..engine.trainer import Trainer
 from .rows import BenchRow
 

@@ -1,7 +1,7 @@
 """A trained classifier as one plain module, rebuilt from a ``leanvision train`` checkpoint alone.
 
 The checkpoint's config names the model and the method, and (since this version) holds the class names
-and the dataset recipe (``config["classifier"]``, see :func:`leanvision.engine.run.classifier_spec`). The
+and the dataset recipe (``config["classifier"]``, see :func:`leanvision.classify.train.classifier_spec`). The
 method is rebuilt exactly as training built it, its whole state is loaded, and its exported model is kept:
 Replacement Learning's replaced blocks are materialised into plain weights, local learning's auxiliary
 networks are left behind. Checkpoints of earlier versions lack the class names and the recipe; they are
@@ -23,8 +23,8 @@ from ..data import ArrayDataset, DatasetError, DataSpec, FolderDataset, build_da
 from ..data.loader import stream_transform
 from ..engine.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
 from ..engine.resume import saved_values
-from ..engine.run import build_method, build_model, upgrade_saved_config
 from ..methods.replacement import export_model
+from .train import build_method, build_model, upgrade_saved_config
 
 CLASSIFIER_EXPECTED = "expected a classifier checkpoint (the best.pt or last.pt of `leanvision train`)"
 

@@ -1,6 +1,6 @@
 """Listing a dataset folder: symlinks followed once, never into a loop, and file names that can be printed.
 
-Both the classification folder trees (``folder.py``) and the detection splits (``detection/det_formats.py``)
+Both the classification folder trees (``folder.py``) and the detection splits (``detect/data/formats.py``)
 list their images here, so they share one rule for links:
 
 * A symlinked folder is followed (``train -> /big/disk/train`` is common) unless its real folder is

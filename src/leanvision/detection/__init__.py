@@ -1,30 +1,5 @@
-"""Detection pieces: box ops and IoU losses, the task-aligned assigner, the v8 loss, NMS."""
+"""Deprecated: moved to :mod:`leanvision.detect`."""
 
-from leanvision.detection.assigner import TaskAlignedAssigner
-from leanvision.detection.loss import DetectionLoss, pad_targets
-from leanvision.detection.postprocess import PREDICT_SETTINGS, VAL_SETTINGS, non_max_suppression
-from leanvision.ops.boxes import (
-    IOU_KINDS,
-    aiou_loss,
-    bbox2dist,
-    bbox_iou,
-    dist2bbox,
-    eiou_loss,
-    make_anchors,
-)
+from leanvision._deprecated import moved_module
 
-__all__ = [
-    "IOU_KINDS",
-    "PREDICT_SETTINGS",
-    "VAL_SETTINGS",
-    "DetectionLoss",
-    "TaskAlignedAssigner",
-    "aiou_loss",
-    "bbox2dist",
-    "bbox_iou",
-    "dist2bbox",
-    "eiou_loss",
-    "make_anchors",
-    "non_max_suppression",
-    "pad_targets",
-]
+__getattr__, __dir__ = moved_module(__name__, "leanvision.detect")

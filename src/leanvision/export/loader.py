@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..classify.model import classifier_from_checkpoint, read_classifier_checkpoint
-from ..detection.val import load_detector
+from ..detect.val import load_detector
 from ..engine.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
 
 

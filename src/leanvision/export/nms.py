@@ -3,7 +3,7 @@
 Why ``torchvision.ops.nms``: one PyTorch module then runs eagerly, traces to TorchScript (torchvision's own
 op) and exports to ONNX's standard ``NonMaxSuppression`` operator, which runtimes implement natively (tested
 with onnxruntime); a hand-written NMS of tensor ops would be slower and need its own proof of equality. It keeps
-what :func:`leanvision.detection.postprocess.non_max_suppression` keeps with ``multi_label=False`` (prediction):
+what :func:`leanvision.detect.postprocess.non_max_suppression` keeps with ``multi_label=False`` (prediction):
 each box's best class above ``conf``, greedy NMS per image and class, the ``max_det`` best per image.
 """
 
