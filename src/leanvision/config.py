@@ -209,6 +209,9 @@ class TrainConfig(Checked):
     seed: int = 0
     steps_per_epoch: int | None = None  # cap on batches per epoch (smoke tests, quick looks)
     subset: int | None = None  # use only the first N training images (after a seeded shuffle)
+    pipeline: int | None = None  # local learning: P pipeline stages over torchrun's processes (None: no pipeline)
+    pipeline_split: str | None = None  # modules per stage, e.g. "3,5" (None: balanced by measured FLOPs)
+    pipeline_schedule: str = "overlap"  # overlap (stages at once, bounded queue) | sync (exact single-process updates)
     # output
     project: str = "runs/train"  # runs are written to project/name
     name: str | None = None  # default: model-method-data
@@ -222,7 +225,8 @@ class TrainConfig(Checked):
         "weight_decay": at_least(0), "momentum": between(0, 1, lo_open=True, hi_open=True),
         "warmup_epochs": at_least(0), "lr_schedule": one_of("cosine", "release"), "patience": at_least(1),
         "amp": one_of("none", "bf16", "fp16"), "device": DEVICE, "workers": at_least(0), "seed": SEED,
-        "steps_per_epoch": at_least(1), "subset": at_least(1), "project": NONEMPTY, "name": RUN_NAME,
+        "steps_per_epoch": at_least(1), "subset": at_least(1), "pipeline": at_least(1),
+        "pipeline_schedule": one_of("sync", "overlap"), "project": NONEMPTY, "name": RUN_NAME,
     }
 
 

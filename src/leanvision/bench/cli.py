@@ -19,7 +19,8 @@ def add_bench_parser(sub) -> None:
                     "or YAML files with a 'rows' list. With --steps N each row trains N steps on one random "
                     "batch (resources only); otherwise each row really trains for --epochs on --data.")
     p.add_argument("rows", nargs="+", help="MODEL:METHOD[:key=value,...] or rows.yaml; or 'overhead' to time the "
-                   "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench")
+                   "trainer against a bare PyTorch loop; or 'detect ...' for the detector bench; or "
+                   "'pipeline ROWS' for pipelined local learning against one process (--pipeline-stages, --threads)")
     p.add_argument("--steps", type=argtype(int, at_least(1)),
                    help="resource-only rows: timed steps per row (after warm-up)")
     p.add_argument("--rounds", type=argtype(int, at_least(1)), default=1,
@@ -44,6 +45,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out", default="runs/bench", help="folder for bench.md, bench.json, bench.png and runs")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--title", default="leanvision bench")
+    p.add_argument("--pipeline-stages", help="'pipeline' rows: stage counts to compare with one process, e.g. 2,4")
+    p.add_argument("--threads", type=int, help="'pipeline' rows: threads per process (default 1)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -70,6 +73,10 @@ def cmd_bench(args) -> int:
                                device=str(resolve_device(args.device or "auto")))
         print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
         return 0
+    if args.rows[0] == "pipeline":  # `leanvision bench pipeline ROWS`: pipelined local learning vs one process
+        from .pipeline import cmd_pipeline
+
+        return cmd_pipeline(args, args.rows[1:])
     rows = parse_rows(args.rows)
     base = base_config(args, args.recipe)
     if not args.steps and args.epochs is None and not args.recipe:

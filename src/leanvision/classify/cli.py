@@ -137,6 +137,9 @@ def add_train_parser(sub) -> None:
     g.add_argument("--workers", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--steps-per-epoch", type=int, help="cap on batches per epoch")
+    from ..engine.pipeline.flags import add_pipeline_arguments
+
+    add_pipeline_arguments(g)
     g = p.add_argument_group("output")
     g.add_argument("--project", help="parent folder of runs (default runs/train)")
     g.add_argument("--name", help="run folder name (default MODEL-METHOD-DATA)")

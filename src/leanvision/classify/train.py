@@ -13,6 +13,7 @@ from ..config import ConfigError, TrainConfig, field_names, to_dict
 from ..data import DataSpec, build_dataset, build_loader
 from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import DistInfo, broadcast_module, cleanup, init_distributed
+from ..engine.pipeline import data_ways, fit_pipeline
 from ..engine.resume import NOT_SAVED, check_resume, resume_path, saved_values
 from ..engine.run_folder import clear_run, write_config
 from ..engine.schedule import build_schedule
@@ -163,13 +164,14 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
     if cfg.subset:
         idx = np.random.default_rng(cfg.seed).permutation(len(train_set))[: cfg.subset]
         train_set = train_set.subset(np.sort(idx))
-    if cfg.batch_size % dist.world_size:
-        raise ConfigError(f"batch size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+    ways, way = data_ways(cfg.pipeline, dist.rank, dist.world_size)  # data-parallel shards (pipeline: replicas)
+    if cfg.batch_size % ways:
+        raise ConfigError(f"batch size {cfg.batch_size} is not divisible by {ways} data-parallel processes")
     if len(train_set) < cfg.batch_size:  # the last incomplete batch is dropped: no step at all
         what = f"--subset {cfg.subset} keeps" if cfg.subset else f"{cfg.data} has"
         raise ConfigError(f"{what} {len(train_set)} training images, fewer than one batch (--batch-size "
                           f"{cfg.batch_size}); give a larger --subset or a smaller --batch-size")
-    per_rank = cfg.batch_size // dist.world_size
+    per_rank = cfg.batch_size // ways
     model = build_model(cfg, train_set.num_classes)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -191,11 +193,15 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
     optimizer = build_optimizer(method, hp["optimizer"], hp["lr"], hp["weight_decay"], cfg.momentum)
     schedule = build_schedule(hp["lr_schedule"], hp["lr"], cfg.epochs, hp["warmup_epochs"])
     train_loader = build_loader(train_set, batch_size=per_rank, train=True, device=device, drop_last=True,
-                                seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, workers=cfg.workers)
+                                seed=cfg.seed, rank=way, world_size=ways, workers=cfg.workers)
     test_loader = build_loader(test_set, batch_size=max(per_rank, 256), train=False, device=device,
                                drop_last=False, seed=cfg.seed, workers=cfg.workers)
     config = {**effective, "world_size": dist.world_size, "method_description": method.describe(),
               "classifier": classifier_spec(train_set.classes, spec)}
+    if cfg.pipeline:  # local learning pipelined over the processes: engine/pipeline
+        return fit_pipeline(cfg, method, lambda m: build_optimizer(m, hp["optimizer"], hp["lr"], hp["weight_decay"],
+                            cfg.momentum), hp["weight_decay"], schedule, train_loader, test_loader, run_dir, config,
+                            effective, ckpt, device, dist)
     trainer = Trainer(
         method, optimizer, schedule, train_loader,
         evaluate=lambda m: evaluate_classifier(m, test_loader, device, cfg.amp, cfg.channels_last),

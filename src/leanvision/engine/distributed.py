@@ -117,11 +117,11 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src)
 
 
-def average_gradients(params, bucket_bytes: int = 25 << 20) -> None:
-    """All-reduce and average ``.grad`` of ``params`` across ranks, in flat buckets (as DDP does)."""
+def average_gradients(params, bucket_bytes: int = 25 << 20, group=None) -> None:
+    """All-reduce and average ``.grad`` of ``params`` across ranks (of ``group``), in flat buckets (as DDP does)."""
     if not _enabled():
         return
-    world = dist.get_world_size()
+    world = dist.get_world_size(group)
     grads = [p.grad for p in params if p.grad is not None]
     bucket, size = [], 0
     for g in grads + [None]:
@@ -130,7 +130,7 @@ def average_gradients(params, bucket_bytes: int = 25 << 20) -> None:
             size += g.numel() * g.element_size()
         if bucket and (g is None or size >= bucket_bytes):
             flat = _flatten_dense_tensors(bucket)
-            dist.all_reduce(flat)
+            dist.all_reduce(flat, group=group)
             flat.div_(world)
             for dst, src in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
                 dst.copy_(src)
