@@ -51,6 +51,17 @@ def test_resume_appends_the_new_epochs_without_duplicating_rows(tmp_path):
     assert (tmp_path / "r" / "results.png").is_file()
 
 
+def test_results_png_draws_every_metric_but_bookkeeping(tmp_path):
+    from leanvision.engine.plots import curve_keys, plot_results
+
+    hist = [{"epoch": e, "lr": 0.1 / e, "val_acc": 0.1 * e, "train_loss": 2.0 / e, "epoch_s": 3.0, "data_s": 0.1,
+             "train_acc": None if e == 1 else 0.5} for e in (1, 2)]
+    assert curve_keys(hist) == ["train_loss", "train_acc", "val_acc", "lr"]  # train, val, the LR last
+    assert curve_keys(hist, ["val_acc", "missing"]) == ["val_acc"]
+    assert plot_results(hist, tmp_path / "r.png") == tmp_path / "r.png" and _png(tmp_path / "r.png")[0] > 600
+    assert plot_results([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
 # ------------------------------------------------------------------------------------- confusion matrix
 
 

@@ -218,7 +218,8 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     def evaluate(m) -> dict:
         if not cfg.val:
             return {}
-        return scalar_metrics(validate(m, val_loader, names, device, amp, channels_last=channels_last))
+        return scalar_metrics(validate(m, val_loader, names, device, amp, channels_last=channels_last,
+                                       progress=cfg.progress))
 
     effective = {k: v for k, v in to_dict(replace(cfg, amp=amp, channels_last=channels_last, name=run_dir.name)).items()
                  if k not in NOT_SAVED}

@@ -45,7 +45,8 @@ def curve_keys(history: Sequence[dict], curves: Sequence[str] | None = None) -> 
     if curves is not None:
         return [k for k in curves if k in seen]
     numeric = {k for row in history for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return [k for k in seen if k in numeric and k not in NOT_CURVES]
+    keys = [k for k in seen if k in numeric and k not in NOT_CURVES]
+    return sorted(keys, key=lambda k: (k == "lr", not k.startswith("train_")))  # train, then val, the LR last
 
 
 def plot_results(history: Sequence[dict], out: str | Path, curves: Sequence[str] | None = None) -> Path | None:

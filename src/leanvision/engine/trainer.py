@@ -22,6 +22,7 @@ from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state
 from .distributed import DistInfo, all_ranks_agree, average_gradients, broadcast_values
 from .meter import ResourceMeter, StepStats
 from .plots import plot_results
+from .progress import progress_bar
 from .run_folder import remove_stale_temp_files, write_json, write_metrics
 
 
@@ -140,13 +141,13 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> dict:
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, loader: Iterable, device: torch.device, amp: str = "none",
-                        channels_last: bool = False) -> dict:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``."""
+                        channels_last: bool = False, progress: bool = False) -> dict:
+    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader`` (a bar with ``progress`` on a terminal)."""
     was_training = model.training
     model.eval()
     correct = total = 0
     loss_sum = 0.0
-    for images, targets in loader:
+    for images, targets in progress_bar(loader, show=progress, desc="val"):
         images, targets = to_device(images, device, channels_last), to_device(targets, device)
         with autocast(device, amp):
             logits = model(images)
