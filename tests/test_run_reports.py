@@ -167,3 +167,8 @@ def test_bench_detect_writes_a_png_of_its_main_columns(tmp_path):
              "val_images_per_s": 3.0, "params": 1e6, "map": None, "map50": float("nan")}]
     assert plot_bars(rows, ["m"], PANELS, tmp_path / "one.png") is not None
     assert plot_bars(rows, ["m"], PANELS[:2], tmp_path / "none.png") is None  # nothing to draw
+
+
+def test_detect_val_refuses_a_bad_plot_folder_name_before_validating(tmp_path, capsys):
+    assert main(["detect", "val", "--weights", str(tmp_path / "missing.pt"), "--name", "../up"]) == 2
+    assert "--name" in capsys.readouterr().err  # not the missing checkpoint: nothing was loaded

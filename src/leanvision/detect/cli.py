@@ -101,6 +101,8 @@ def cmd_val(args) -> int:
     from .train import resolve_amp
     from .val import load_detector, load_eval_split, validate
 
+    if args.plots and not RUN_NAME.ok(args.name):  # before the validation, which can take long
+        raise ConfigError(f"--name must be {RUN_NAME.text}, got {args.name!r}")
     device = resolve_device(args.device)
     model, cfg = load_detector(args.weights, device)
     names = cfg["detector"]["names"]
@@ -125,8 +127,6 @@ def cmd_val(args) -> int:
         from ..engine.run_folder import output_folder
         from .plots import write_val_plots
 
-        if not RUN_NAME.ok(args.name):
-            raise ConfigError(f"--name must be {RUN_NAME.text}, got {args.name!r}")
         out = output_folder(args.project, args.name, args.overwrite)
         write_val_plots(res, names, out)
         print(f"PR_curve.png, F1_curve.png and confusion_matrix_normalized.png written to {out}")
