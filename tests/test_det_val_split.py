@@ -31,7 +31,7 @@ def run(tmp_path_factory):
 def _val(weights, data, split, tmp):
     out = tmp / f"{split}.json"
     rc = main(["detect", "val", "--weights", str(weights), "--data", str(data), "--split", split, "--workers", "0",
-               "--imgsz", "64", "--json", str(out)])
+               "--imgsz", "64", "--json", str(out), "--no-plots"])
     return rc, (json.loads(out.read_text()) if rc == 0 else None)
 
 

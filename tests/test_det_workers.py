@@ -99,7 +99,7 @@ def test_detect_train_and_val_split_test_with_workers(tmp_path):
     data = _dataset(tmp_path)
     out = _run_cli([_train_argv(data, tmp_path / "runs", "w2", 2, True),
                     ["detect", "val", "--weights", str(tmp_path / "runs" / "w2" / "best.pt"), "--data", str(data),
-                     "--split", "test", "--workers", "2", "--imgsz", "64", "--batch", "4"]], timeout=300)
+                     "--split", "test", "--workers", "2", "--imgsz", "64", "--batch", "4", "--no-plots"]], timeout=300)
     assert out.count("RC 0") == 2
     assert "mAP50-95" in out
 

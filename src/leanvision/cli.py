@@ -10,14 +10,16 @@ from .config import ConfigError
 
 
 def cmd_models(args) -> int:
-    from .models import list_detectors, list_models
+    from .models import list_detectors, list_models, list_timm_models
 
-    found = {"classify": list_models(args.pattern), "detect": list_detectors(args.pattern)}
+    found = {"classify": list_models(args.pattern), "detect": list_detectors(args.pattern),
+             "timm": list_timm_models(args.pattern)}
     if args.task:  # names only, one per line, for scripts
         print("\n".join(found[args.task]))
         return 0
     for task, how in (("classify", "classifiers (leanvision train --model NAME)"),
-                      ("detect", "detectors (leanvision detect train --model NAME)")):
+                      ("detect", "detectors (leanvision detect train --model NAME)"),
+                      ("timm", "timm classifiers wrapped as block lists (leanvision train --model timm/NAME)")):
         if found[task]:
             print(how + ":\n" + "\n".join("  " + n for n in found[task]))
     if not any(found.values()):
@@ -60,13 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_demo_parser(sub)
     add_detect_bench_parser(add_detect_parser(sub))  # `detect bench` lives in bench/, a layer above detect/
-    p = sub.add_parser("models", help="list registered classifiers and detectors")
+    p = sub.add_parser("models", help="list registered classifiers and detectors, and timm/ names when timm is "
+                       "installed")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'resnet*' or '*yolo*'")
-    p.add_argument("--task", choices=["classify", "detect"], help="list only this task's models, names only")
+    p.add_argument("--task", choices=["classify", "detect", "timm"],
+                   help="list only these models (timm: the timm/ names), names only")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("methods", help="list training methods")
     p.set_defaults(func=cmd_methods)
-    return parser
+    from .flags import unify_flags
+
+    return unify_flags(parser)  # one spelling per idea in every sub-command, the others as aliases
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -7,8 +7,9 @@ import sys
 from dataclasses import replace
 
 from ..config import ConfigError, TrainConfig, argtype, at_least, build_config
+from ..engine.progress import progress_bar
 from .recipes import RECIPES
-from .report import add_ratios, write_outputs
+from .report import add_ratios, busy_warning, write_outputs
 from .rows import parse_rows
 
 
@@ -47,6 +48,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--title", default="leanvision bench")
     p.add_argument("--pipeline-stages", help="'pipeline' rows: stage counts to compare with one process, e.g. 2,4")
     p.add_argument("--threads", type=int, help="'pipeline' rows: threads per process (default 1)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (also off when the output is not a terminal)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -54,7 +57,8 @@ def base_config(args, recipe: str | None) -> TrainConfig:
     """The recipe's values (if any) with the flags given on top, checked (errors name the flag)."""
     flags = {k: getattr(args, k, None) for k in ("data", "data_dir", "epochs", "batch_size", "amp", "channels_last",
                                                   "device", "seed", "steps_per_epoch")}
-    return build_config(TrainConfig, None, {**(RECIPES[recipe] if recipe else {}), "progress": False,
+    return build_config(TrainConfig, None, {**(RECIPES[recipe] if recipe else {}),
+                                            "progress": getattr(args, "progress", True),
                                             **{k: v for k, v in flags.items() if v is not None}})
 
 
@@ -89,13 +93,19 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"--memory-profile {args.memory_profile}: expected a .png file name")
     device = resolve_device(base.device)
     done: list[dict] = []
+    busy = busy_warning() if args.steps else None  # resource rows are timings
+    if busy:
+        print(busy, file=sys.stderr, flush=True)
+    bar = progress_bar(total=len(rows), show=args.progress, desc="bench rows", unit="row", leave=True)
 
     def show(r):
         done.append(r)
-        print(f"  done: {r['model']}:{r['method']} {r.get('settings') or ''}", flush=True)
+        bar.update(1)
+        bar.write(f"  done: {r['model']}:{r['method']} {r.get('settings') or ''}")
 
-    run_rows(rows, base, args.steps, args.out, device, on_row=show, rounds=args.rounds,
-             same_process=args.same_process, profile=bool(args.memory_profile))
+    with bar:
+        run_rows(rows, base, args.steps, args.out, device, on_row=show, rounds=args.rounds,
+                 same_process=args.same_process, profile=bool(args.memory_profile))
     profiles = [(f"{r['model']}:{r['method']}" + (f":{r['settings']}" if r.get("settings") else ""),
                  r.pop("memory_profile")) for r in done if "memory_profile" in r]
     command = "leanvision " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
@@ -124,6 +134,8 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--epochs", type=argtype(int, at_least(1)))
     p.add_argument("--rows", nargs="+", help=f"override the rows (default: {' '.join(DEMO_ROWS)})")
     p.add_argument("--no-detect", action="store_true", help="skip the detector part of the demo")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (also off when the output is not a terminal)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -133,15 +145,21 @@ def cmd_demo(args) -> int:
     from ..methods import list_methods
     from .runner import run_rows
 
-    base = TrainConfig(**{**RECIPES["demo"], "progress": False})
+    base = TrainConfig(**{**RECIPES["demo"], "progress": args.progress})
     if args.epochs:
         base = replace(base, epochs=args.epochs)
     wanted = parse_rows(args.rows or DEMO_ROWS)
     rows = [r for r in wanted if r.method in list_methods()]
     print(f"leanvision demo: {len(rows)} rows on the bundled digits data ({base.epochs} epochs each, CPU is fine)")
-    results = run_rows(rows, base, None, f"{args.out}/classify", torch.device("cpu"),
-                       on_row=lambda r: print(f"  {r['model']}:{r['method']} {r.get('settings') or ''}: "
-                                              f"test acc {r['accuracy']:.3f}", flush=True))
+    busy = busy_warning()  # the demo's table compares step times
+    if busy:
+        print(busy, file=sys.stderr, flush=True)
+    with progress_bar(total=len(rows), show=args.progress, desc="demo rows", unit="row", leave=True) as bar:
+        def show(r):
+            bar.update(1)
+            bar.write(f"  {r['model']}:{r['method']} {r.get('settings') or ''}: test acc {r['accuracy']:.3f}")
+
+        results = run_rows(rows, base, None, f"{args.out}/classify", torch.device("cpu"), on_row=show)
     md = write_outputs(results, f"{args.out}/classify", "leanvision demo (digits, CPU)", "leanvision demo")
     print(md)
     if not args.no_detect:
@@ -150,5 +168,5 @@ def cmd_demo(args) -> int:
         except ImportError:
             run_detect_demo = None
         if run_detect_demo is not None:
-            run_detect_demo(f"{args.out}/detect")
+            run_detect_demo(f"{args.out}/detect", progress=args.progress)
     return 0

@@ -10,7 +10,8 @@ Two kinds of rows:
   P, R, mAP50, mAP50-95 of its best.pt beside params, GFLOPs, images/s and peak memory.
 
 ``--ablation`` adds the GSO-YOLO ablation rows at one scale: YOLOv8, +GOM, +SCM, +GOM+SCM, +AIoU, full.
-Writes ``bench.md`` and ``bench.json`` (rows + environment + the command) to ``--out``.
+Writes ``bench.md``, ``bench.json`` (rows + environment + the command) and ``bench.png`` (the table's main
+columns as bars) to ``--out``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ from ..detect.schedule import YoloSchedule
 from ..detect.val import build_detector, detector_spec, inference_net, resolve_channels_last
 from ..engine.checkpoint import atomic_write_text
 from ..engine.distributed import resolve_device
+from ..engine.progress import progress_bar
 from ..engine.run_folder import write_json
 from ..engine.trainer import Trainer, to_device
 from ..methods.replacement import apply_replacement
 from ..models.yolo import count_parameters, model_gflops
-from .report import environment
+from .report import busy_warning, environment, plot_bars
+
+# the main columns of the detector bench table, drawn by bench.png
+PANELS = [("map", "mAP50-95", 1.0), ("map50", "mAP50", 1.0), ("train_images_per_s", "train images/s", 1.0),
+          ("peak_memory_bytes", "peak memory (MB)", 2.0**-20), ("val_images_per_s", "val images/s", 1.0),
+          ("params", "params (M)", 1e-6)]
 
 
 def ablation_rows(scale: str = "n") -> list[str]:
@@ -127,7 +134,7 @@ def training_row(model_name: str, opts: dict, imgsz: int, args, out: Path) -> di
 
     label = (model_name + ("-" + _settings(opts).replace("=", "").replace(",", "-") if opts else "")) + f"-{imgsz}"
     values = dict(model=model_name, data=args.data, epochs=args.epochs, imgsz=imgsz, batch=args.batch,
-                  project=str(out / "runs"), name=label, overwrite=True, progress=False, workers=args.workers,
+                  project=str(out / "runs"), name=label, overwrite=True, progress=args.progress, workers=args.workers,
                   device=args.device, amp=args.amp or "auto", seed=args.seed, plots=False)
     if args.steps_per_epoch:
         values["steps_per_epoch"] = args.steps_per_epoch
@@ -194,8 +201,10 @@ def add_bench_arguments(p) -> None:
     p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
     p.add_argument("--workers", type=argtype(int, at_least(0)), default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/detect-bench", help="folder for bench.md, bench.json and runs")
+    p.add_argument("--out", default="runs/detect-bench", help="folder for bench.md, bench.json, bench.png and runs")
     p.add_argument("--title", default="leanvision detect bench")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (also off when the output is not a terminal)")
 
 
 def cmd_bench(args) -> int:
@@ -208,6 +217,11 @@ def cmd_bench(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     done = []
+    busy = busy_warning() if args.steps and not args.data else None  # resource rows are timings
+    if busy:
+        print(busy, file=sys.stderr, flush=True)
+    bar = progress_bar(total=len(rows) * len(args.imgsz), show=args.progress, desc="bench rows", unit="row",
+                       leave=True)
     for text in rows:
         model, opts = parse_row(text)
         for imgsz in args.imgsz:
@@ -217,15 +231,19 @@ def cmd_bench(args) -> int:
                 amp = {"auto": "bf16" if device.type == "cuda" else "none", None: "none"}.get(args.amp, args.amp)
                 r = resource_row(model, opts, imgsz, args.batch, args.steps, device, amp, out=out)
             done.append(r)
-            print(f"  done: {text} @ {imgsz}: {r['train_images_per_s']:.1f} train images/s, "
-                  f"{r['peak_memory_bytes'] / 2**20:.0f} MB, {r['val_images_per_s']:.1f} val images/s", flush=True)
+            bar.update(1)
+            bar.write(f"  done: {text} @ {imgsz}: {r['train_images_per_s']:.1f} train images/s, "
+                      f"{r['peak_memory_bytes'] / 2**20:.0f} MB, {r['val_images_per_s']:.1f} val images/s")
+    bar.close()
     command = "leanvision detect bench " + " ".join(shlex.quote(a) for a in _bench_argv())
     env = environment()
     md = render_markdown(done, args.title, env, command)
     atomic_write_text(out / "bench.md", md)
     write_json(out / "bench.json", {"command": command, "environment": env, "rows": done})
+    labels = [f"{r['model']}" + (f"\n{r['settings']}" if r["settings"] else "") + f"\n@{r['imgsz']}" for r in done]
+    plot_bars(done, labels, PANELS, out / "bench.png", args.title)
     print(md)
-    print(f"wrote {out / 'bench.md'} and {out / 'bench.json'}")
+    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'} and {out / 'bench.png'}")
     return 0
 
 

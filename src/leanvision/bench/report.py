@@ -33,6 +33,20 @@ def environment() -> dict:
     return env
 
 
+def busy_warning(share: float = 0.5) -> str | None:
+    """One line when the machine is already busy (1-minute load average above ``share`` of the cores), since
+    timings measured then, and their ratios, swing from run to run; None when idle or where load is unknown."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this platform
+        return None
+    cores = os.cpu_count() or 1
+    if load <= share * cores:
+        return None
+    return (f"warning: this machine is busy (load average {load:.1f} on {cores} cores): times and their ratios may "
+            "swing from run to run; measure on an idle machine, or time rows in turns with leanvision bench --rounds")
+
+
 def add_ratios(rows: list[dict]) -> list[dict]:
     """Add ``<key>_vs_e2e`` for each row, against the e2e row of the same model (if present)."""
     base = {r["model"]: r for r in rows if r["method"] == "e2e" and not r.get("settings")}
@@ -103,28 +117,59 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
     return "\n".join(lines).strip() + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+def plot_bars(rows: list[dict], labels: list[str], panels: list[tuple[str, str, float]], path: Path,
+              title: str = "") -> Path | None:
+    """A PNG of bars: one panel per main column of a bench table, one bar per row, each bar's value written on it
+    (and ``×`` its E2E ratio where the row has ``<key>_vs_e2e``). Panels whose column is empty are left out.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        panels: ``(key, title, scale)``: the row key, the panel title with its unit, the factor to that unit.
+    """
+    from ..engine.plots import pyplot, save_figure
 
+    def value(r, key, scale):
+        v = r.get(key)
+        return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v * scale
+
+    panels = [p for p in panels if any(value(r, p[0], p[2]) is not None for r in rows)]
+    if not rows or not panels:
+        return None
+    plt = pyplot()
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(4.0, 0.9 * len(rows) + 1.5) * cols, 3.6 * nrows),
+                             squeeze=False)
+    for ax, (key, name, scale) in zip(axes.flat, panels):
+        vals = [value(r, key, scale) for r in rows]
+        bars = ax.bar(range(len(rows)), [v or 0 for v in vals], color=[f"C{i % 10}" for i in range(len(rows))])
+        for b, v, r in zip(bars, vals, rows):
+            ratio = r.get(f"{key}_vs_e2e")
+            shown = "–" if v is None else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+            text = shown + (f"\n×{ratio:.2f}" if ratio is not None else "")
+            ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.margins(y=0.25)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+# the main columns of the classifier bench table, drawn by bench.png
+PANELS = [("accuracy", "test accuracy (%)", 100.0), ("peak_memory_bytes", "peak memory (MB)", 2.0**-20),
+          ("ms_per_step", "ms / step", 1.0), ("trainable_params", "trainable params (M)", 1e-6),
+          ("train_flops_per_image", "train GFLOP / image", 1e-9)]
+
+
+def plot(rows: list[dict], path: Path, title: str = "") -> Path | None:
+    """``bench.png``: the table's main columns as bars, with each row's ratio to the E2E row of its model."""
     rows = add_ratios(rows)
     labels = [f"{r['model']}\n{r['method']}" + (f"\n{r['settings']}" if r.get("settings") else "") for r in rows]
-    keys = [("peak_memory_bytes_vs_e2e", "peak memory"), ("ms_per_step_vs_e2e", "step time"),
-            ("trainable_params_vs_e2e", "trainable params")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4))
-    width = 0.8 / len(keys)
-    for j, (k, name) in enumerate(keys):
-        vals = [r[k] if r[k] is not None else 0 for r in rows]
-        ax.bar([i + (j - 1) * width for i in range(len(rows))], vals, width, label=name)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("ratio to E2E of the same model")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return plot_bars(rows, labels, PANELS, path, title)
 
 
 def write_outputs(rows: list[dict], out_dir: str | Path, title: str, command: str,
@@ -138,5 +183,5 @@ def write_outputs(rows: list[dict], out_dir: str | Path, title: str, command: st
     payload = {"title": title, "command": command, "environment": env, "rows": rows}
     write_json(json_path or out / "bench.json", payload, default=str)
     if rows:
-        plot(rows, out / "bench.png")
+        plot(rows, out / "bench.png", title)
     return md

@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
                             effective, ckpt, device, dist)
     trainer = Trainer(
         method, optimizer, schedule, train_loader,
-        evaluate=lambda m: evaluate_classifier(m, test_loader, device, cfg.amp, cfg.channels_last),
+        evaluate=lambda m: evaluate_classifier(m, test_loader, device, cfg.amp, cfg.channels_last, cfg.progress),
         run_dir=run_dir, epochs=cfg.epochs, config=config, device=device, amp=cfg.amp,
         channels_last=cfg.channels_last, dist=dist, patience=cfg.patience, steps_per_epoch=cfg.steps_per_epoch,
         progress=cfg.progress,

@@ -101,6 +101,8 @@ def cmd_val(args) -> int:
     from .train import resolve_amp
     from .val import load_detector, load_eval_split, validate
 
+    if args.plots and not RUN_NAME.ok(args.name):  # before the validation, which can take long
+        raise ConfigError(f"--name must be {RUN_NAME.text}, got {args.name!r}")
     device = resolve_device(args.device)
     model, cfg = load_detector(args.weights, device)
     names = cfg["detector"]["names"]
@@ -114,13 +116,20 @@ def cmd_val(args) -> int:
     loader = build_detection_loader(samples, imgsz, args.batch, augment=False, workers=args.workers, distributed=False,
                                     rect=args.rect)
     res = validate(model, loader, names, device, resolve_amp("auto", device), conf=args.conf, iou=args.iou,
-                   progress=True)
+                   progress=args.progress, curves=args.plots)
     print(format_results(res))
     sp = res["speed"]
     print(f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, {sp['nms']:.1f} ms NMS "
           f"per image at {imgsz} on {device}")
     if args.json:
-        write_json(args.json, {k: v for k, v in res.items() if k != "predictions"})
+        write_json(args.json, {k: v for k, v in res.items() if k not in ("predictions", "curves")})
+    if args.plots:
+        from ..engine.run_folder import output_folder
+        from .plots import write_val_plots
+
+        out = output_folder(args.project, args.name, args.overwrite)
+        write_val_plots(res, names, out)
+        print(f"PR_curve.png, F1_curve.png and confusion_matrix_normalized.png written to {out}")
     return 0
 
 
@@ -187,6 +196,13 @@ def add_detect_parser(sub) -> argparse._SubParsersAction:
     v.add_argument("--device", default="auto")
     v.add_argument("--workers", type=argtype(int, at_least(0)), default=2)
     v.add_argument("--json", help="also write the metrics here")
+    v.add_argument("--project", default="runs/detect", help="parent folder of the plots (default runs/detect)")
+    v.add_argument("--name", default="val", help="folder of the plots (default val, numbered when it exists)")
+    v.add_argument("--overwrite", action="store_true", help="write into an existing PROJECT/NAME")
+    v.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="PR_curve.png, F1_curve.png and confusion_matrix_normalized.png in PROJECT/NAME (default on)")
+    v.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (also off when the "
+                   "output is not a terminal)")
     v.set_defaults(func=cmd_val)
 
     q = dsub.add_parser("predict", help="detect objects in an image or a folder of images",

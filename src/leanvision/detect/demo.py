@@ -39,7 +39,7 @@ def _demo_data(root: Path, images: int, repeat: int) -> Path:
 
 
 def run_detect_demo(out_dir: str | Path = "runs/demo/detect", images: int = 8, repeat: int = 10,
-                    epochs: int | None = None) -> dict:
+                    epochs: int | None = None, progress: bool = False) -> dict:
     """Synthesize, train, validate and predict; returns the training result (with ``prediction_image``)."""
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -47,7 +47,8 @@ def run_detect_demo(out_dir: str | Path = "runs/demo/detect", images: int = 8, r
     print(f"leanvision demo (detect): {images} synthetic construction-site images in {out / 'data'}; training "
           f"yolov8n on them on CPU ({torch.get_num_threads()} threads). This shows the pipeline, not generalisation: "
           "validation and prediction use the training images.", flush=True)
-    cfg = DetectConfig(data=str(data), project=str(out), **{**DEMO, **({"epochs": epochs} if epochs else {})})
+    cfg = DetectConfig(data=str(data), project=str(out),
+                       **{**DEMO, "progress": progress, **({"epochs": epochs} if epochs else {})})
     res = train_detector(cfg)
     run = Path(res["run_dir"])
     first = sorted((out / "data" / "images" / "train").glob("*.jpg"))[0]

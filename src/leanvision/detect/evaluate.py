@@ -62,17 +62,19 @@ def match_predictions(pred_boxes, pred_cls, gt_boxes, gt_cls, iou_thr: float = 0
     return tp
 
 
-def pr_at_best_f1(
-    tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, n_gt: np.ndarray, smooth_f1: bool = True, grid: int = 1000
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-class precision and recall at the confidence that maximises the class-mean F1.
+def pr_curves(
+    tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, n_gt: np.ndarray, grid: int = 1000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision and recall of the predictions with score >= t, on a grid of ``grid`` thresholds t in [0, 1].
 
     Args:
         tp: (P,) bool TP flags at IoU 0.5. conf: (P,) scores. pred_cls: (P,) class ids.
-        n_gt: (K,) number of ground-truth boxes per class; classes with 0 are left out of the mean.
+        n_gt: (K,) number of ground-truth boxes per class.
 
     Returns:
-        (precision (K,), recall (K,), chosen confidence threshold). Classes without ground truth get nan.
+        (thresholds (grid,), precision (K, grid), recall (K, grid)). Where no prediction of a class is left P = 1
+        (nothing claimed, nothing wrong); a class never predicted has P = R = 0 (as ultralytics), one without
+        ground truth P = 1 and R = 0 (left out of every mean).
     """
     k = len(n_gt)
     px = np.linspace(0, 1, grid)
@@ -92,19 +94,83 @@ def pr_at_best_f1(
         tps = np.where(n_above > 0, ctp[np.maximum(n_above - 1, 0)] if len(ctp) else 0, 0)
         p_curve[c] = np.where(n_above > 0, tps / np.maximum(n_above, 1), 1.0)
         r_curve[c] = tps / n_gt[c]
+    return px, p_curve, r_curve
+
+
+def f1_curves(p_curve: np.ndarray, r_curve: np.ndarray) -> np.ndarray:
+    """F1 = 2PR / (P + R) per class and threshold (0 where both are 0)."""
+    return 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
+
+
+def smooth(y: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """A box filter over ``fraction`` of the points (odd width), the ends padded with the end values."""
+    nf = int(round(len(y) * fraction)) // 2 * 2 + 1  # odd box-filter width: 101 points of 1000
+    padded = np.concatenate([np.full(nf // 2, y[0]), y, np.full(nf // 2, y[-1])])
+    return np.convolve(padded, np.ones(nf) / nf, mode="valid")
+
+
+def pr_at_best_f1(
+    tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, n_gt: np.ndarray, smooth_f1: bool = True, grid: int = 1000
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-class precision and recall at the confidence that maximises the class-mean F1 (see :func:`pr_curves`).
+
+    Returns:
+        (precision (K,), recall (K,), chosen confidence threshold). Classes without ground truth get nan.
+    """
+    k = len(n_gt)
+    px, p_curve, r_curve = pr_curves(tp, conf, pred_cls, n_gt, grid)
     valid = n_gt > 0
     if not valid.any():
         return np.full(k, np.nan), np.full(k, np.nan), 0.0
-    f1 = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
-    mean_f1 = f1[valid].mean(0)
+    mean_f1 = f1_curves(p_curve, r_curve)[valid].mean(0)
     if smooth_f1:
-        nf = int(round(grid * 0.1)) // 2 * 2 + 1  # odd box-filter width: 101 points
-        padded = np.concatenate([np.full(nf // 2, mean_f1[0]), mean_f1, np.full(nf // 2, mean_f1[-1])])
-        mean_f1 = np.convolve(padded, np.ones(nf) / nf, mode="valid")
+        mean_f1 = smooth(mean_f1)
     i = int(np.argmax(mean_f1))
     p, r = p_curve[:, i].copy(), r_curve[:, i].copy()
     p[~valid], r[~valid] = np.nan, np.nan
     return p, r, float(px[i])
+
+
+def confusion_matrix(images: Sequence[dict], nc: int, conf: float = 0.25, iou_thr: float = 0.45) -> np.ndarray:
+    """Detection confusion matrix (nc + 1, nc + 1) of counts: rows the predicted class, columns the true class, the
+    last row and column "background", by the rule ultralytics' ``ConfusionMatrix`` uses.
+
+    Per image, predictions with score > ``conf`` are matched to ground truth of any class by IoU > ``iou_thr``: each
+    prediction keeps its best-overlapping ground truth, then each ground truth its best-overlapping prediction among
+    those. A matched pair counts at (predicted class, true class); a ground truth left unmatched at (background,
+    true class), a prediction left unmatched at (predicted class, background). Background/background stays 0.
+
+    Args:
+        images: ``{"pred": (n, 6) x1 y1 x2 y2 score cls, "gt_boxes": (m, 4) xyxy, "gt_cls": (m,)}`` per image.
+    """
+    matrix = np.zeros((nc + 1, nc + 1), np.int64)
+    for im in images:
+        pred = np.asarray(im["pred"], np.float64).reshape(-1, 6)
+        pred = pred[pred[:, 4] > conf]
+        pc = pred[:, 5].astype(np.int64)
+        gc = np.asarray(im["gt_cls"], np.int64).reshape(-1)
+        gb = np.asarray(im["gt_boxes"], np.float64).reshape(-1, 4)
+        matched_p = np.zeros(len(pred), bool)
+        if len(gc) and len(pred):
+            iou = box_iou(torch.from_numpy(gb), torch.from_numpy(pred[:, :4])).numpy()  # (G, P)
+            g_idx, p_idx = np.nonzero(iou > iou_thr)
+            pairs = np.stack([g_idx, p_idx, iou[g_idx, p_idx]], 1)
+            pairs = pairs[np.argsort(-pairs[:, 2], kind="stable")]
+            pairs = pairs[np.unique(pairs[:, 1], return_index=True)[1]]  # each prediction: its best ground truth
+            pairs = pairs[np.argsort(-pairs[:, 2], kind="stable")]
+            pairs = pairs[np.unique(pairs[:, 0], return_index=True)[1]]  # each ground truth: its best prediction
+            g_of = dict(zip(pairs[:, 0].astype(int).tolist(), pairs[:, 1].astype(int).tolist()))
+        else:
+            g_of = {}
+        for g, c in enumerate(gc.tolist()):
+            if g in g_of:
+                matrix[pc[g_of[g]], c] += 1
+                matched_p[g_of[g]] = True
+            else:
+                matrix[nc, c] += 1  # missed: background predicted
+        for c in pc[~matched_p].tolist():
+            matrix[c, nc] += 1  # a prediction where there is nothing (of any class)
+    return matrix
 
 
 class DetectionEvaluator:
@@ -232,8 +298,15 @@ class DetectionEvaluator:
         ev.summarize()
         return ev
 
-    def compute(self) -> dict:
+    def compute(self, curves: bool = False) -> dict:
         """Metrics over everything added since the last :meth:`reset`.
+
+        Args:
+            curves: also return ``"curves"``, what the run's plots draw (numpy arrays, not JSON):
+                ``{"px": (1000,) confidence grid, "p", "r", "f1": (K, 1000) per class on it (:func:`pr_curves`),
+                "recall": (101,) COCO's recall points, "pr": (K, 101) COCO's interpolated precision at IoU 0.5
+                (nan for classes without ground truth; its mean is mAP50), "confusion": (K+1, K+1) counts of
+                :func:`confusion_matrix` at conf 0.25, IoU 0.45}``.
 
         Returns:
             ``{"precision", "recall", "map50", "map", "conf_threshold", "images", "instances",
@@ -259,6 +332,7 @@ class DetectionEvaluator:
 
         ap50 = np.full(k, np.nan)
         ap = np.full(k, np.nan)
+        pr50 = np.full((k, 101), np.nan)
         map50 = map_ = 0.0
         if n_gt.sum() > 0:
             ev = self._coco_eval()
@@ -268,6 +342,7 @@ class DetectionEvaluator:
                 if n_gt[c] == 0 or (c + 1) not in cat_ids:
                     continue
                 pc = prec[:, :, cat_ids.index(c + 1)]
+                pr50[c] = np.where(pc[0] > -1, pc[0], 0.0)
                 ap[c] = pc[pc > -1].mean() if (pc > -1).any() else np.nan
                 p50 = pc[0]
                 ap50[c] = p50[p50 > -1].mean() if (p50 > -1).any() else np.nan
@@ -286,7 +361,7 @@ class DetectionEvaluator:
             }
             for c in range(k)
         ]
-        return {
+        out = {
             "precision": float(np.nanmean(p[valid])) if valid.any() else 0.0,
             "recall": float(np.nanmean(r[valid])) if valid.any() else 0.0,
             "map50": max(map50, 0.0),
@@ -296,6 +371,13 @@ class DetectionEvaluator:
             "instances": int(n_gt.sum()),
             "per_class": per_class,
         }
+        if curves:
+            px, p_curve, r_curve = pr_curves(tp, conf, pred_cls, n_gt)
+            p_curve[~valid], r_curve[~valid] = np.nan, np.nan
+            out["curves"] = {"px": px, "p": p_curve, "r": r_curve, "f1": f1_curves(p_curve, r_curve),
+                             "recall": np.linspace(0, 1, 101), "pr": pr50,
+                             "confusion": confusion_matrix(self.images, k)}
+        return out
 
 
 def format_results(results: dict, per_class: bool = True) -> str:

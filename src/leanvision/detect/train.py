@@ -2,8 +2,9 @@
 
 The data may be a YOLO ``data.yaml``, a COCO ``.json`` or a Pascal VOC root (a folder with
 ``Annotations/``); see :func:`load_detection_data`. The run folder (``project/name``) receives
-``config.yaml``, ``metrics.csv``/``metrics.jsonl``, ``last.pt``/``best.pt``, ``results.json``,
-``results.png`` and ``val_batch0_pred.jpg``.
+``config.yaml``, ``metrics.csv``/``metrics.jsonl`` and ``results.png`` (rewritten after every epoch),
+``last.pt``/``best.pt``, ``results.json``, and from the final validation of best.pt ``val_batch0_pred.jpg``,
+``PR_curve.png``, ``F1_curve.png`` and ``confusion_matrix_normalized.png``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .data.dataset import build_detection_loader, set_loader_epoch
 from .data.formats import DatasetFormatError, MissingSplitError, read_coco, read_voc
 from .evaluate import format_results
 from .method import DetectionMethod
+from .plots import CURVES
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec, load_detector, resolve_channels_last, scalar_metrics, validate
 
@@ -216,7 +218,8 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     def evaluate(m) -> dict:
         if not cfg.val:
             return {}
-        return scalar_metrics(validate(m, val_loader, names, device, amp, channels_last=channels_last))
+        return scalar_metrics(validate(m, val_loader, names, device, amp, channels_last=channels_last,
+                                       progress=cfg.progress))
 
     effective = {k: v for k, v in to_dict(replace(cfg, amp=amp, channels_last=channels_last, name=run_dir.name)).items()
                  if k not in NOT_SAVED}
@@ -232,7 +235,8 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
                       fitness="map", amp=amp, channels_last=channels_last, dist=dist,
                       patience=cfg.patience if cfg.val else None,
                       steps_per_epoch=cfg.steps_per_epoch, progress=cfg.progress, on_epoch_start=on_epoch_start,
-                      accumulate=partial(schedule.accumulate, nominal=accumulate))  # ramps up over the warm-up
+                      accumulate=partial(schedule.accumulate, nominal=accumulate),  # ramps up over the warm-up
+                      plots=cfg.plots, curves=CURVES)
     if ckpt is not None:
         trainer.load_state(ckpt, cfg.resume)
     if dist.is_main:
@@ -248,18 +252,18 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
         return result
     best = run_dir / ("best.pt" if (run_dir / "best.pt").is_file() else "last.pt")
     final_model, _ = load_detector(best, device)
-    res = validate(final_model, val_loader, names, device, amp, keep_predictions=16)
+    res = validate(final_model, val_loader, names, device, amp, keep_predictions=16, curves=cfg.plots)
     print(f"validating {best}:")
     print(format_results(res))
     sp = res["speed"]
     print(f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
           f"{sp['nms']:.1f} ms NMS per image at {cfg.imgsz}")
-    if cfg.plots:
-        from .plots import plot_results, plot_val_batch
+    if cfg.plots:  # results.png is the trainer's, redrawn every epoch
+        from .plots import plot_val_batch, write_val_plots
 
-        plot_results(run_dir / "metrics.csv", run_dir / "results.png")
         plot_val_batch(res["predictions"], names, run_dir / "val_batch0_pred.jpg")
-    val = {k: v for k, v in res.items() if k != "predictions"}
+        write_val_plots(res, names, run_dir)
+    val = {k: v for k, v in res.items() if k not in ("predictions", "curves")}
     result.update(val=val, run_dir=str(run_dir))
     write_json(run_dir / "results.json", result)
     return result

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..engine.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
+from ..engine.progress import progress_bar
 from ..engine.trainer import autocast, to_device
 from ..methods.replacement import export_model, load_replaced_state
 from ..models.yolo import Conv, DetectionModel, create_detector
@@ -79,6 +80,7 @@ def validate(
     keep_predictions: int = 0,
     fuse: bool = True,
     channels_last: bool | None = None,
+    curves: bool = False,
 ) -> dict:
     """Evaluate ``model`` on ``loader`` (batches from :func:`~leanvision.detect.data.dataset.collate_fn`).
 
@@ -91,6 +93,8 @@ def validate(
         keep_predictions: also return the first N images' detections (input pixels) for plots.
         fuse: run a copy with BatchNorm folded into the convolutions (:func:`fuse_conv_bn`).
         channels_last: feed NHWC images (and convert the fused copy); None: :func:`resolve_channels_last`.
+        curves: also return ``"curves"`` for the PR, F1 and confusion-matrix plots
+            (:meth:`~.evaluate.DetectionEvaluator.compute`; numpy arrays, left out of JSON files).
 
     Returns:
         ``{"precision", "recall", "map50", "map", "fitness" (= mAP50-95), "per_class": [...], "images",
@@ -104,10 +108,7 @@ def validate(
     ev = DetectionEvaluator(names, max_det=eval_max_det)
     t = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
     seen, kept = 0, []
-    if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="val", leave=False, dynamic_ncols=True)
+    loader = progress_bar(loader, show=progress, desc="val")  # shown only on a terminal
     for images, batch in loader:
         t0 = time.perf_counter()
         x = to_device(images.to(device, non_blocking=True).float() / 255, device, channels_last)  # [0, 1]
@@ -137,7 +138,7 @@ def validate(
         ev.update(out, gts, image_ids=ids, shapes=batch["ori_shape"])
         seen += len(dets)
     # no ev.gather(): under DDP only rank 0 validates, on the whole val set (the trainer's contract)
-    res = ev.compute()
+    res = ev.compute(curves=curves)
     model.train(was_training)
     res["fitness"] = res["map"]
     res["speed"] = {k: 1000 * v / max(seen, 1) for k, v in t.items()}

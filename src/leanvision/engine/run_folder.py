@@ -1,9 +1,10 @@
 """A run folder (``project/name``): what it holds, how each file is written, how it is cleared.
 
 Every file goes through the atomic writer of :mod:`.checkpoint` (temporary file, fsync, rename, fsync of
-the folder), so a kill leaves whole files only. ``metrics.jsonl`` and ``metrics.csv`` are rewritten from
-the trainer's history, the same history that ``last.pt`` holds: after a kill and a resume each epoch
-appears exactly once. JSON is strict: a non-finite number is written as ``null`` (``-Infinity`` is not JSON).
+the folder), so a kill leaves whole files only. ``metrics.jsonl``, ``metrics.csv`` and ``results.png`` (its
+curves, :mod:`.plots`) are rewritten from the trainer's history after every epoch, the same history that
+``last.pt`` holds: after a kill and a resume each epoch appears exactly once. JSON is strict: a non-finite
+number is written as ``null`` (``-Infinity`` is not JSON).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .checkpoint import atomic_write_text
 
 # the files the trainers write into a run folder (``--overwrite`` removes them before a new run starts)
 ARTEFACTS = ("config.yaml", "metrics.csv", "metrics.jsonl", "results.json", "last.pt", "best.pt", "results.png",
-             "val_batch0_pred.jpg")
+             "val_batch0_pred.jpg", "PR_curve.png", "F1_curve.png", "confusion_matrix_normalized.png")
 
 
 # the temporary files of the atomic writer (tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")): ".last.pt.k2j4_x8a.tmp"

@@ -5,13 +5,14 @@ from ._registry import create_model as _create_registered
 from ._registry import list_models, register_model
 from .base import BlockInfo, BlockModel, BlockSlots, ContractError, check_block_list, check_block_model
 from .resnet import ResNet
-from .timm_adapter import TimmBlockModel, from_timm
+from .timm_adapter import TimmBlockModel, from_timm, list_timm_models
 from .vit import VisionTransformer
 from .yolo import DetectionModel, create_detector, list_detectors, register_detector
 
 __all__ = [
     "BlockInfo", "BlockModel", "BlockSlots", "ContractError", "DetectionModel", "ResNet", "TimmBlockModel",
     "VisionTransformer", "check_block_list", "check_block_model", "create_detector", "create_model", "from_timm",
+    "list_timm_models",
     "list_detectors", "list_models", "register_detector", "register_model",
 ]
 

@@ -73,6 +73,10 @@ class TimmBlockModel(BlockModel):
                     cin = b.conv1.in_channels
                     cout = (b.conv3 if hasattr(b, "conv3") else b.conv2).out_channels
                     stride = b.conv2.stride[0] if hasattr(b, "conv3") else b.conv1.stride[0]
+                    aa = getattr(b, "aa", None)  # anti-aliased variants (resnetblur, resnetaa) stride in a pool
+                    if aa is not None and not isinstance(aa, nn.Identity):
+                        aa_stride = getattr(aa, "stride", 1)
+                        stride = max(stride, aa_stride[0] if isinstance(aa_stride, tuple | list) else int(aa_stride))
                     infos.append(BlockInfo(f"{s}.{i}", s, i, cin, cout, stride, down))
                     blocks.append(b)
         elif hasattr(m, "blocks") and hasattr(m, "patch_embed"):  # timm VisionTransformer
@@ -97,3 +101,18 @@ def from_timm(name: str, num_classes: int = 1000, pretrained: bool = False, **kw
     m = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     size = m.pretrained_cfg.get("input_size", (3, 224, 224))[-1] if hasattr(m, "pretrained_cfg") else 224
     return TimmBlockModel(m, kwargs.get("img_size", size))
+
+
+# the timm modules whose models the adapter wraps: every entrypoint there builds a timm ResNet or VisionTransformer
+TIMM_MODULES = ("resnet", "vision_transformer")
+
+
+def list_timm_models(pattern: str = "*") -> list[str]:
+    """``timm/<name>`` for the timm models :func:`from_timm` wraps (timm's ResNet and ViT families) that match the
+    shell-style ``pattern``; empty when timm is not installed."""
+    try:
+        import timm
+    except ImportError:
+        return []
+    pattern = pattern.removeprefix("timm/")
+    return sorted({f"timm/{n}" for m in TIMM_MODULES for n in timm.list_models(pattern, module=m)})

@@ -1,0 +1,147 @@
+"""One CLI vocabulary: the same flag spelling in every sub-command (aliases give the same config), `models`
+listing timm names, and the one-line warnings for slow choices (fp16/bf16 on CPU, timings on a busy machine)."""
+
+import argparse
+
+import pytest
+
+from leanvision.cli import build_parser, main
+from leanvision.flags import SYNONYMS, subparsers
+
+
+def _parse(argv):
+    return build_parser().parse_args(argv)
+
+
+def test_train_accepts_both_spellings_with_the_same_config():
+    from leanvision.classify.cli import config_from_args
+
+    a = config_from_args(_parse(["train", "--data", "digits", "--batch-size", "64", "--lr", "0.05"]))
+    b = config_from_args(_parse(["train", "--data", "digits", "--batch", "64", "--lr0", "0.05"]))
+    assert a == b and a.batch_size == 64 and a.lr == 0.05
+
+
+def test_detect_train_accepts_both_spellings_with_the_same_config():
+    from leanvision.detect.cli import config_from_args
+
+    a = config_from_args(_parse(["detect", "train", "--data", "d.yaml", "--batch", "4", "--lr0", "0.02",
+                                 "--imgsz", "96"]))
+    b = config_from_args(_parse(["detect", "train", "--data", "d.yaml", "--batch-size", "4", "--lr", "0.02",
+                                 "--image-size", "96"]))
+    assert a == b and a.batch == 4 and a.lr0 == 0.02 and a.imgsz == 96
+
+
+@pytest.mark.parametrize("argv, dest", [
+    (["val", "--weights", "w.pt"], "batch_size"), (["detect", "val", "--weights", "w.pt"], "batch"),
+    (["export", "--weights", "w.pt", "--format", "onnx"], "batch"), (["bench", "r:e2e"], "batch_size"),
+    (["detect", "bench", "yolov8n"], "batch")])
+def test_every_batch_flag_answers_to_both_spellings(argv, dest):
+    assert getattr(_parse([*argv, "--batch", "3"]), dest) == 3
+    assert getattr(_parse([*argv, "--batch-size", "3"]), dest) == 3
+
+
+def test_help_shows_the_canonical_spelling_and_names_the_alias(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "train", "--help"])
+    out = capsys.readouterr().out
+    assert "--batch-size BATCH_SIZE" in out and "--lr LR" in out and "(also --batch)" in out
+    assert "[--batch " not in out and "--lr0 " not in out  # the usage line shows one spelling
+
+
+def test_no_sub_command_uses_two_spellings_of_one_flag_for_different_things():
+    for p in subparsers(build_parser()):
+        for group in SYNONYMS:
+            actions = {id(p._option_string_actions[s]) for s in group if s in p._option_string_actions}
+            assert len(actions) <= 1, (p.prog, group)
+
+
+def test_a_bad_value_names_the_canonical_flag(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["detect", "val", "--weights", "w.pt", "--batch", "0"])
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def test_every_long_loop_command_has_no_progress():
+    for argv in (["train"], ["val", "--weights", "w"], ["predict", "--weights", "w", "--source", "s"],
+                 ["detect", "train"], ["detect", "val", "--weights", "w"], ["bench", "r:e2e"], ["demo"],
+                 ["detect", "bench", "yolov8n"]):
+        assert _parse([*argv, "--no-progress"]).progress is False, argv
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+def test_models_lists_timm_names_that_pass_the_block_list_check(capsys):
+    pytest.importorskip("timm")
+    from leanvision.models import check_block_model, create_model
+
+    assert main(["models", "--task", "timm"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "timm/resnet18" in names and "timm/vit_tiny_patch16_224" in names
+    assert all(n.startswith("timm/") for n in names)
+    for name in ("timm/resnet10t", "timm/resnetblur18", "timm/vit_tiny_patch16_224"):  # blur: stride in a pool
+        check_block_model(create_model(name, num_classes=4))
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+def test_fp16_on_cpu_warns_in_one_line_with_what_to_use(tmp_path, capsys):
+    from leanvision.engine.trainer import slow_amp_warning
+
+    assert slow_amp_warning("none", "cpu") is None and slow_amp_warning("fp16", "cuda") is None
+    args = ["train", "--model", "resnet20", "--data", "digits", "--epochs", "1", "--batch-size", "8",
+            "--steps-per-epoch", "1", "--subset", "16", "--project", str(tmp_path), "--no-progress"]
+    assert main([*args, "--name", "a", "--amp", "none"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    from leanvision.engine import trainer
+
+    trainer_autocast = trainer.autocast
+    try:  # the warning is the point here, not 90 s of fp16 kernels: run the step in fp32
+        trainer.autocast = lambda device, amp: trainer_autocast(device, "none")
+        assert main([*args, "--name", "b", "--amp", "fp16"]) == 0
+    finally:
+        trainer.autocast = trainer_autocast
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(err) == 1 and "fp16 on CPU" in err[0] and "--amp none" in err[0]
+
+
+def test_bf16_warning_follows_the_cpu(monkeypatch):
+    from leanvision.engine import trainer
+
+    monkeypatch.setattr(trainer, "_cpu_has_bf16", lambda: False)
+    assert "--amp none" in trainer.slow_amp_warning("bf16", "cpu")
+    monkeypatch.setattr(trainer, "_cpu_has_bf16", lambda: True)
+    assert trainer.slow_amp_warning("bf16", "cpu") is None
+
+
+def test_busy_machine_warning(monkeypatch):
+    import os
+
+    from leanvision.bench.report import busy_warning
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 2.0))
+    w = busy_warning()
+    assert "busy" in w and "3.5" in w and "4 cores" in w and "swing" in w
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert busy_warning() is None
+
+
+def test_demo_warns_on_a_busy_machine(monkeypatch, tmp_path, capsys):
+    import os
+
+    from leanvision.bench import cli as bench_cli
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    monkeypatch.setattr(bench_cli, "parse_rows", lambda rows: [])  # no rows: only the start of the demo
+    monkeypatch.setattr("leanvision.bench.runner.run_rows", lambda *a, **k: [])
+    assert main(["demo", "--out", str(tmp_path), "--no-detect", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "busy" in err and "load average 99.0" in err
+
+
+def test_parser_walk_finds_nested_sub_commands():
+    progs = [p.prog for p in subparsers(build_parser())]
+    assert "leanvision detect bench" in progs and "leanvision train" in progs
+    assert all(isinstance(p, argparse.ArgumentParser) for p in subparsers(build_parser()))
