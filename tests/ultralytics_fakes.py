@@ -2,11 +2,12 @@
 
 ultralytics pickles whole modules: ``torch.save({"model": DetectionModel, ...})`` with classes named
 ``ultralytics.nn.tasks.DetectionModel``, ``ultralytics.nn.modules.conv.Conv``, ``...block.C2f`` and so on, the
-layer table an ``nn.Sequential`` under ``model.model``, and the weights in half precision. leanvision's YOLOv8
-has the same modules under the same attribute names, so a copy of it whose classes are renamed into fake
-``ultralytics.*`` modules (registered in ``sys.modules`` only while the file is written) pickles exactly as
-ultralytics' own would. ``rename`` swaps class names to fake other families (``{"C2f": "C3k2"}`` is YOLO11's)
-and tasks (``{"DetectionModel": "SegmentationModel"}``).
+layer table an ``nn.Sequential`` under ``model.model``, the weights in half precision (its ``Model.save`` and its
+trainer's ``save_model``). leanvision's YOLOv8 has the same modules under the same attribute names, so a copy of
+it whose classes are renamed into fake ``ultralytics.*`` modules (in ``sys.modules`` only while the file is
+written) pickles as ultralytics' own would: the same globals, in the same places (checked against a file of
+ultralytics 8.4.190). ``rename`` swaps class names to fake other families (``{"C2f": "C3k2"}`` is YOLO11's) and
+tasks (``{"DetectionModel": "SegmentationModel"}``); ``home`` moves classes to other modules.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -27,44 +29,37 @@ HOME = {"Conv": "ultralytics.nn.modules.conv", "Concat": "ultralytics.nn.modules
         "Detect": "ultralytics.nn.modules.head", "DetectionModel": "ultralytics.nn.tasks"}
 
 
-def ultralytics_layout(model: yolo.DetectionModel, rename: dict[str, str] | None = None,
-                       home: dict[str, str] | None = None) -> tuple[nn.Module, dict[str, types.ModuleType]]:
-    """A half-precision copy of ``model`` whose classes live in fake ultralytics modules; and those modules."""
-    rename, home = rename or {}, {**HOME, **(home or {})}
-    fake = copy.deepcopy(model).half()
-    fake.model.__class__ = nn.Sequential  # ultralytics keeps the layer table in a Sequential
-    modules: dict[str, types.ModuleType] = {}
-    for name in ("ultralytics", "ultralytics.nn", "ultralytics.nn.modules"):
-        modules[name] = types.ModuleType(name)
-    made: dict[type, type] = {}
-    for m in fake.modules():
-        cls = type(m)
-        if cls.__module__ != yolo.__name__:
-            continue
-        if cls not in made:
-            new_name = rename.get(cls.__name__, cls.__name__)
-            where = home.get(cls.__name__, "ultralytics.nn.modules.block")
-            mod = modules.setdefault(where, types.ModuleType(where))
-            made[cls] = type(new_name, (cls,), {"__module__": where, "__qualname__": new_name})
-            setattr(mod, new_name, made[cls])
-        m.__class__ = made[cls]
-    return fake, modules
-
-
-def save_ultralytics_checkpoint(model: yolo.DetectionModel, path: Path, monkeypatch, key: str = "model",
+def save_ultralytics_checkpoint(path: Path, models: dict[str, yolo.DetectionModel],
                                 rename: dict[str, str] | None = None, home: dict[str, str] | None = None,
-                                yaml_file: str = "yolov8n.yaml", extra: dict | None = None) -> Path:
-    """Write ``model`` as ultralytics' trainer and ``Model.save`` do: ``torch.save({key: half model, ...})``."""
-    fake, modules = ultralytics_layout(model, rename, home)
-    fake.yaml = {"nc": model.nc, "scale": model.scale, "yaml_file": yaml_file}
-    fake.names = dict(model.names)
-    for name, mod in modules.items():
-        monkeypatch.setitem(sys.modules, name, mod)
+                                yaml_file: str = "yolov8n.yaml", version: str = "8.4.190") -> Path:
+    """Write ``models`` (e.g. ``{"model": m}`` as ``Model.save`` does, ``{"ema": m}`` as the trainer does) the
+    way ultralytics does: ``torch.save({key: half-precision model, ...metadata})``."""
+    rename, home = rename or {}, {**HOME, **(home or {})}
+    fakes: dict[str, types.ModuleType] = {n: types.ModuleType(n) for n in ("ultralytics", "ultralytics.nn",
+                                                                            "ultralytics.nn.modules")}
+    made: dict[type, type] = {}
     ckpt = {"epoch": -1, "best_fitness": None, "model": None, "ema": None, "updates": 0, "optimizer": None,
-            "train_args": {"imgsz": 640, "model": yaml_file}, "date": "2026-12-02T11:00:00", "version": "8.3.0",
-            "license": "AGPL-3.0 License (https://ultralytics.com/license)", **(extra or {})}
-    ckpt[key] = fake
-    torch.save(ckpt, path)
-    for name in modules:
-        monkeypatch.delitem(sys.modules, name)  # the reader must not find these (nor real ultralytics) at all
-    return path
+            "train_args": {"imgsz": 640, "model": yaml_file}, "date": "2026-12-02T11:00:00+00:00",
+            "version": version, "license": "AGPL-3.0 License (https://ultralytics.com/license)"}
+    for key, model in models.items():
+        fake = copy.deepcopy(model).half()
+        fake.model.__class__ = nn.Sequential  # ultralytics keeps the layer table in a Sequential
+        fake.yaml = {"nc": model.nc, "scale": model.scale, "yaml_file": yaml_file}
+        fake.names = dict(model.names)
+        for m in fake.modules():
+            cls = type(m)
+            if cls.__module__ != yolo.__name__:
+                continue
+            if cls not in made:
+                name, where = rename.get(cls.__name__, cls.__name__), home.get(cls.__name__, HOME["C2f"])
+                made[cls] = type(name, (cls,), {"__module__": where, "__qualname__": name})
+                for parent in (where.rsplit(".", k)[0] for k in range(where.count("."), -1, -1)):
+                    fakes.setdefault(parent, types.ModuleType(parent))
+                setattr(fakes[where], name, made[cls])
+            m.__class__ = made[cls]
+        ckpt[key] = fake
+    with pytest.MonkeyPatch.context() as mp:  # pickle checks that each class is importable under its name
+        for name, mod in fakes.items():
+            mp.setitem(sys.modules, name, mod)
+        torch.save(ckpt, path)
+    return path  # the fake modules are gone again: the reader must not need them (nor real ultralytics)

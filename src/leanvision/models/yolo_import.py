@@ -240,7 +240,7 @@ def _family(layer_names: set[str], yaml_file: str) -> str | None:
             return family
     m = re.match(r"yolo(v?\d+)", Path(yaml_file).name.lower())
     if m and m.group(1) not in ("v8", "8"):
-        return f"YOLO{m.group(1).upper()}"
+        return f"YOLO{m.group(1)}"  # yolov9t.yaml -> YOLOv9, yolo11n.yaml -> YOLO11
     return None
 
 
