@@ -7,6 +7,7 @@ import torch
 
 from leanvision.cli import main
 from leanvision.detect.data.synth import generate_synthetic_dataset
+from leanvision.engine import trainer as trainer_mod
 from leanvision.engine.checkpoint import load_checkpoint
 
 
@@ -23,21 +24,41 @@ def _args(data, project, name, *extra):
             "--no-plots", *extra]
 
 
-def test_resume_from_the_cli_equals_an_uninterrupted_run(data, tmp_path):
-    assert main(_args(data, tmp_path, "full", "--epochs", "2")) == 0
-    assert main(_args(data, tmp_path, "part", "--epochs", "1")) == 0
+def test_resume_from_the_cli_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    # batch 1, nbs 4: 2 batches per epoch, a nominal accumulate of 4 reached over a 2-epoch warm-up (3 epochs, the
+    # last one left out, no 100-iteration floor), so the run stops mid-warm-up, in the accumulate ramp: 1, 2 | 2, 3 | 4.
+    # The stop must be a real one (the third epoch of a 3-epoch run never runs): a finished shorter run, resumed
+    # with more --epochs, is not the same run, as its warm-up was planned over fewer epochs (none for 1 epoch).
+    flags = ("--epochs", "3", "--batch", "1", "--nbs", "4", "--warmup-min-iters", "0")
+    assert main(_args(data, tmp_path, "full", *flags)) == 0
+    real_epoch, calls = trainer_mod.train_one_epoch, {"n": 0}
+
+    def killed(trainer, epoch):  # dies at the start of the second epoch, after last.pt of the first was saved
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(trainer, epoch)
+
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(data, tmp_path, "part", *flags))
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", real_epoch)
     run = tmp_path / "part"
     ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] == 1
     ckpt["config"]["method"] = "yolo"  # what earlier versions saved (and then refused to resume: 'unknown method')
     torch.save(ckpt, run / "last.pt")
-    assert main(["detect", "train", "--resume", str(run / "last.pt"), "--epochs", "2"]) == 0
+    assert main(["detect", "train", "--resume", str(run / "last.pt")]) == 0
     ref, got = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(run / "last.pt")
-    assert got["epoch"] == 2 and got["config"]["method"] == "e2e"
+    assert got["epoch"] == 3 and got["config"]["method"] == "e2e"
+    assert int(ref["method"]["ema_updates"]) == 2 + 1 + 1  # the ramp was in play: a fixed 4 would step once an epoch
     for k, v in ref["method"].items():
         assert torch.equal(v, got["method"][k]), k  # bit-identical on CPU
-    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    for a, b in zip(ref["optimizer"]["state"].values(), got["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     res = json.loads((run / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
-    assert res["best_epoch"] in (1, 2)
+    assert res["best_epoch"] in (1, 2, 3)
 
 
 def test_detect_resume_refuses_a_contradicting_flag(data, tmp_path, capsys):

@@ -34,6 +34,26 @@ def run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
+def assert_same_detections(got: torch.Tensor, want: torch.Tensor, where) -> None:
+    """``got`` holds ``want``'s detections (n, 6): as many, each (class, box) once, scores within 1e-4, best first.
+
+    Only the order of detections whose scores lie within the runtimes' float differences may differ. onnxruntime's
+    detector scores differ from PyTorch's by up to about 4e-5 on these photos, and photo 1 has 8 kept detections
+    within 2e-5 of the next one: e.g. two class-5 boxes that PyTorch scores 0.8097224 and 0.8097141 come out of
+    the ONNX graph scored 0.8097168 and 0.8097256, so NMS lists them the other way round (its output is exactly
+    PyTorch's NMS of onnxruntime's own scores). As both lists are sorted by their own scores, the k-th scores
+    still agree within the tolerance whatever boxes hold them.
+    """
+    assert len(got) == len(want), where
+    assert (got[1:, 4] <= got[:-1, 4]).all(), where  # best first
+    torch.testing.assert_close(got[:, 4], want[:, 4], atol=1e-4, rtol=0)
+    # two kept boxes of one class never lie within 1e-4 of the image of each other (their IoU would be ~1 > iou),
+    # so a detection matches at most one of the other list: exactly one each way is the same set
+    same = ((got[:, None, :4] - want[None, :, :4]).abs().amax(-1) <= 1e-4 * IMGSZ) \
+        & (got[:, None, 5] == want[None, :, 5]) & ((got[:, None, 4] - want[None, :, 4]).abs() <= 1e-4)
+    assert (same.sum(0) == 1).all() and (same.sum(1) == 1).all(), where
+
+
 def onnx_metadata(path: Path) -> dict:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
@@ -129,11 +149,7 @@ def test_detector_onnx_outputs_and_nms_equal_pytorch_on_site_photos(detector, si
     for fmt, dets in outputs.items():
         assert dets.shape[1] == 7
         for i, want in enumerate(expected):
-            got = dets[dets[:, 0] == i, 1:]
-            assert len(got) == len(want), (fmt, i)
-            assert torch.equal(got[:, 5], want[:, 5]), (fmt, i)  # classes, in the same (score) order
-            torch.testing.assert_close(got[:, 4], want[:, 4], atol=1e-4, rtol=0)
-            torch.testing.assert_close(got[:, :4] / IMGSZ, want[:, :4] / IMGSZ, atol=1e-4, rtol=0)
+            assert_same_detections(dets[dets[:, 0] == i, 1:], want, (fmt, i))
     assert "NonMaxSuppression" in {node.op_type for node in onnx.load(str(tmp_path / "nms.onnx")).graph.node}
     meta = onnx_metadata(tmp_path / "nms.onnx")
     assert meta["task"] == "detect" and json.loads(meta["nms"]) == {"conf": 0.25, "iou": 0.7, "max_det": 300}
