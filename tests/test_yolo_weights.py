@@ -279,3 +279,19 @@ def test_cli_train_starts_from_an_ultralytics_checkpoint_and_lists_the_class_lay
     out = capsys.readouterr().out
     assert f"tensors of yolov8n loaded from {coco}" in out
     assert "re-initialised (shapes differ from the file's): model.22.cv3.0.0 (80x64x3x3 in the file" in out
+
+
+def test_a_leanvision_checkpoint_starts_gso_yolo_from_its_ema_weights(tmp_path):
+    from leanvision.detect.val import detector_spec
+    from leanvision.detect.weights import load_start_weights
+
+    ema, live = _detector(nc=3, seed=4), _detector(nc=3, seed=5)
+    method = {f"ema_model.{k}": v for k, v in ema.state_dict().items()}
+    method |= {f"model.{k}": v for k, v in live.state_dict().items()}
+    torch.save({"config": {"detector": detector_spec("yolov8n", ["a", "b", "c"], {})}, "method": method},
+               tmp_path / "best.pt")
+    gso = create_detector("gso-yolo-n", nc=3)
+    report = load_start_weights(gso, tmp_path / "best.pt")
+    assert report.not_in_file == ["model.9 (GOM)", "model.11 (SCM)"] and not report.reinitialised
+    assert "a leanvision detector checkpoint" in report.source
+    assert torch.equal(gso.model[10].cv1.bn.running_var, ema.model[9].cv1.bn.running_var)  # SPPF 9 -> 10, EMA's
