@@ -27,7 +27,7 @@ from ..models.yolo_import import (
     weights_from_state_dict,
 )
 
-EXPECTED = ("a best.pt/last.pt of `leanvision detect train`, an ultralytics YOLOv8 detection checkpoint (yolov8n.pt) "
+EXPECTED = ("a best.pt/last.pt of leanvision, an ultralytics YOLOv8 detection checkpoint (yolov8n.pt) "
             "or a .safetensors of a YOLOv8 state dict")
 
 
@@ -51,8 +51,8 @@ def open_weights(path: str | Path) -> dict | YoloWeights:
         task, what = describe_checkpoint(ckpt)
         if task is not None:
             return ckpt
-        if ckpt and all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt.items()):
-            return weights_from_state_dict(ckpt, path, "a state dict saved with torch.save")
+        if ckpt and all(isinstance(k, str) and k.startswith("model.") and torch.is_tensor(v) for k, v in ckpt.items()):
+            return weights_from_state_dict(ckpt, path, "a state dict saved with torch.save")  # a detector's, by name
     except WeightsError as e:
         raise CheckpointError(str(e)) from None
     raise CheckpointError(f"{path}: {what}; expected {EXPECTED}")
