@@ -77,6 +77,7 @@ MOVED = {
     "leanvision.detection.det_convert": ("leanvision.detect.data.convert", "convert_dataset"),
     "leanvision.detection.augment": ("leanvision.detect.data.augment", None),
     "leanvision.detection.synth": ("leanvision.detect.data.synth", "generate_synthetic_dataset"),
+    "leanvision.data.plain_pickle": ("leanvision.ops.plain_pickle", "load_plain_pickle"),  # issue 13: to layer 0
 }
 
 

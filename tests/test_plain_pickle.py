@@ -17,7 +17,7 @@ import pytest
 
 from leanvision.cli import main
 from leanvision.data import DatasetError, build_dataset
-from leanvision.data.plain_pickle import PlainPickleError, load_plain_pickle
+from leanvision.ops.plain_pickle import PlainPickleError, load_plain_pickle
 
 
 class _RunsCode:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ops.plain_pickle import PlainPickleError, load_plain_pickle
 from . import recipes
 from .base import ArrayDataset, DatasetError, check_labels
 from .files import read_release
-from .plain_pickle import PlainPickleError, load_plain_pickle
 
 
 def _unpickle(opener, source: str) -> dict:

@@ -22,6 +22,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     help_ = {
         "model": "detector: yolov8n/s/m/l/x or gso-yolo-n/s/m/l/x (default yolov8n)",
         "data": "data.yaml (YOLO), a COCO .json, or a Pascal VOC folder with Annotations/",
+        "weights": "start from these weights: a leanvision best.pt, an ultralytics YOLOv8 .pt (yolov8n.pt; read "
+                   "without running code or needing ultralytics) or a .safetensors; layers whose shapes differ "
+                   "(the class layer when the class count differs) are re-initialised and listed",
         "epochs": "training epochs (default 100)", "batch": "global batch size (default 16)",
         "imgsz": "square input size, a multiple of 32 (default 640)",
         "box_loss": "box IoU loss: ciou (YOLOv8) | eiou | aiou (GSO-YOLO)",
@@ -46,7 +49,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                "on_error": ["skip", "fail"], "method": ["e2e", "replacement"]}
     groups = {}
     for f in dataclasses.fields(DetectConfig):
-        grp = ("model and data" if f.name in ("model", "data", "on_error", "box_loss", "gom", "scm") else
+        grp = ("model and data" if f.name in ("model", "data", "weights", "on_error", "box_loss", "gom", "scm") else
                "output" if f.name in ("project", "name", "resume", "overwrite", "plots", "progress") else "training")
         g = groups.setdefault(grp, p.add_argument_group(grp))
         flag = "--" + f.name.replace("_", "-")
@@ -183,7 +186,8 @@ def add_detect_parser(sub) -> argparse._SubParsersAction:
 
     v = dsub.add_parser("val", help="P, R, mAP50, mAP50-95 of a checkpoint, overall and per class",
                         description="Validate best.pt/last.pt on a dataset (default: the one it was trained on).")
-    v.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`")
+    v.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`, an "
+                   "ultralytics YOLOv8 .pt (e.g. yolov8n.pt, with --data) or a .safetensors")
     v.add_argument("--data", help="data.yaml, COCO json or VOC folder (default: the training data)")
     v.add_argument("--split", default="val", help="val (default), train or test")
     v.add_argument("--imgsz", type=argtype(int, multiple_of(32)), help="default: the training size")
@@ -208,7 +212,8 @@ def add_detect_parser(sub) -> argparse._SubParsersAction:
     q = dsub.add_parser("predict", help="detect objects in an image or a folder of images",
                         description="Writes the images with boxes drawn and predictions.json (boxes xyxy in "
                                     "original-image pixels) to PROJECT/NAME.")
-    q.add_argument("--weights", required=True)
+    q.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`, an "
+                   "ultralytics YOLOv8 .pt (e.g. yolov8n.pt) or a .safetensors")
     q.add_argument("--source", required=True, help="an image or a folder of images")
     q.add_argument("--imgsz", type=argtype(int, multiple_of(32)), help="default: the training size")
     q.add_argument("--conf", type=argtype(float, between(0, 1)), default=0.25)

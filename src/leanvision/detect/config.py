@@ -35,6 +35,7 @@ class DetectConfig(Checked):
     box_loss: str = "ciou"  # ciou (YOLOv8) | eiou | aiou (GSO-YOLO)
     gom: bool | None = None  # GSO-YOLO: Global Optimization Module on/off (None: the model's default, on)
     scm: bool | None = None  # GSO-YOLO: Steady Capture Module on/off (None: on)
+    weights: str | None = None  # start from these weights: leanvision's best.pt, ultralytics' yolov8n.pt, .safetensors
     method: str = "e2e"  # e2e | replacement (Replacement Learning on the backbone's Bottlenecks, methods/replacement)
     replace_interval: int = 2  # replacement: every k-th eligible Bottleneck of each backbone C2f (k >= 2)
     replace_adapter: bool = False  # replacement: may borrow from the neighbouring C2f's width (needed at n and s)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, to_dict
-from ..engine.checkpoint import load_checkpoint
+from ..engine.checkpoint import CheckpointError, load_checkpoint
 from ..engine.distributed import DistInfo, broadcast_module, cleanup, init_distributed
 from ..engine.resume import NOT_SAVED, check_resume, resume_path, saved_values
 from ..engine.run_folder import clear_run, write_config, write_json
@@ -34,6 +34,7 @@ from .method import DetectionMethod
 from .plots import CURVES
 from .schedule import YoloSchedule
 from .val import build_detector, detector_spec, load_detector, resolve_channels_last, scalar_metrics, validate
+from .weights import load_start_weights
 
 # ------------------------------------------------------------------------------------------- data
 
@@ -189,11 +190,17 @@ def _train(cfg: DetectConfig, dist: DistInfo, device: torch.device) -> dict:
     spec = detector_spec(cfg.model, names, overrides)
     try:
         model = build_detector(spec)
+        if cfg.weights and ckpt is None:  # pretrained start (before replacement rebuilds blocks); a resume has its own
+            loaded = load_start_weights(model, cfg.weights)
+            if dist.is_main:
+                print(loaded)
         if cfg.method == "replacement":  # the backbone's Bottlenecks are the detector's block list (models/yolo.py)
             report = apply_replacement(model, cfg.replace_interval, adapter=cfg.replace_adapter, allow_none=False)
             if dist.is_main:
                 print(report)
             spec["replacement"] = report.rebuild_options  # saved so load_detector can rebuild and materialise it
+    except CheckpointError:
+        raise
     except ValueError as e:  # an unknown detector name, or Bottlenecks that cannot be replaced
         raise ConfigError(f"--model {cfg.model} (--method {cfg.method}): {e}") from None
     channels_last = resolve_channels_last(cfg.channels_last, device)

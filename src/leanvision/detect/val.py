@@ -17,14 +17,16 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..engine.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
+from ..engine.checkpoint import CheckpointError, describe_checkpoint
 from ..engine.progress import progress_bar
 from ..engine.trainer import autocast, to_device
 from ..methods.replacement import export_model, load_replaced_state
 from ..models.yolo import Conv, DetectionModel, create_detector
+from ..models.yolo_import import YoloWeights
 from .data.augment import scale_boxes_to_original
 from .evaluate import DetectionEvaluator
 from .postprocess import VAL_SETTINGS, non_max_suppression
+from .weights import foreign_detector, open_weights
 
 
 def _sync(device: torch.device) -> None:
@@ -215,15 +217,18 @@ def build_detector(spec: dict) -> DetectionModel:
 
 def load_detector(weights: str | Path, device: torch.device | str = "cpu",
                   use_ema: bool = True) -> tuple[DetectionModel, dict]:
-    """Rebuild a detector from a ``leanvision detect train`` checkpoint (``best.pt`` / ``last.pt``).
+    """Rebuild a detector from a ``leanvision detect train`` checkpoint (``best.pt`` / ``last.pt``), an ultralytics
+    YOLOv8 checkpoint or a ``.safetensors`` (:mod:`.weights`).
 
-    Loads with ``weights_only=True`` (no code runs). The network comes from the detector spec saved in the
-    checkpoint's config; the weights are the EMA's when present (what validation measured).
+    Loads with ``weights_only=True`` or the restricted unpickler (no code runs). The network comes from the detector
+    spec saved in the checkpoint's config; the weights are the EMA's when present (what validation measured).
 
     Returns:
         (model in eval mode on ``device``, the checkpoint's config dict).
     """
-    ckpt = load_checkpoint(weights, map_location="cpu")
+    ckpt = open_weights(weights)
+    if isinstance(ckpt, YoloWeights):  # ultralytics' YOLOv8 .pt or a .safetensors: the detector it describes
+        return foreign_detector(ckpt, device)
     cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     spec = cfg.get("detector")
     state = ckpt.get("method")

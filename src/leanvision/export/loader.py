@@ -5,7 +5,8 @@
   materialised into plain weights and local learning's auxiliary networks are dropped;
 - a detector of ``leanvision detect train``: its ``DetectionModel`` (EMA weights), RGB images in [0, 1]
   (B, 3, H, W), H and W multiples of 32 -> decoded predictions (B, 4 + classes, anchors): boxes
-  (cx, cy, w, h) in input pixels, then sigmoid class scores; NMS is left to the caller.
+  (cx, cy, w, h) in input pixels, then sigmoid class scores; NMS is left to the caller. The same for a YOLOv8
+  checkpoint of ultralytics (``yolov8n.pt``) or a ``.safetensors`` of one (:mod:`leanvision.detect.weights`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from torch import nn
 
 from ..classify.model import classifier_from_checkpoint, read_classifier_checkpoint
 from ..detect.val import load_detector
-from ..engine.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint
+from ..detect.weights import foreign_detector, open_weights
+from ..engine.checkpoint import CheckpointError, describe_checkpoint
+from ..models.yolo_import import YoloWeights
 
 
 @dataclass
@@ -41,9 +44,13 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Read any leanvision checkpoint (``weights_only``: no code runs); CheckpointError naming the file and what
-    it holds when it is not one."""
-    ckpt = load_checkpoint(path)
+    """Read any leanvision checkpoint (``weights_only``: no code runs), or an ultralytics YOLOv8 ``.pt`` or a
+    ``.safetensors`` (a restricted reader: no code runs either); CheckpointError naming the file and what it holds
+    when it is none of these."""
+    ckpt = open_weights(path)
+    if isinstance(ckpt, YoloWeights):  # ultralytics' YOLOv8 .pt or a .safetensors: the detector it describes
+        model, cfg = foreign_detector(ckpt, device)
+        return LoadedModel("detect", model, list(cfg["detector"]["names"]), int(cfg["imgsz"]), Path(path))
     task, what = describe_checkpoint(ckpt)
     if task == "classify":
         ckpt, cfg = read_classifier_checkpoint(path, ckpt)
