@@ -235,3 +235,16 @@ def test_a_failed_run_leaves_no_output_file(weights, video, tmp_path, monkeypatc
     with pytest.raises(RuntimeError):
         stream.predict_stream(weights, video, tmp_path / "out", batch=4, alert=["Person"], progress=False)
     assert list((tmp_path / "out").iterdir()) == []  # neither the final names nor the temporary ones
+
+
+def test_a_video_that_breaks_off_partway_warns_and_keeps_the_frames_read(weights, video, tmp_path, capsys):
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(video.read_bytes())
+    data[len(data) // 3: len(data) // 2] = bytes(len(data) // 2 - len(data) // 3)  # frames zeroed out mid-file
+    damaged.write_bytes(bytes(data))
+    assert _predict(weights, damaged, tmp_path) == 0
+    n = len(_lines(tmp_path / "p" / "frames.jsonl"))
+    err = capsys.readouterr().err.strip()
+    assert 0 < n < N_FRAMES
+    assert err == (f"leanvision detect: warning: {damaged}: decoded {n} of the {N_FRAMES} frames the file announces; "
+                   "the rest could not be read (damaged or truncated file?)")

@@ -225,7 +225,7 @@ def add_detect_parser(sub) -> argparse._SubParsersAction:
                         description="Images: writes them with boxes drawn and predictions.json (boxes xyxy in "
                                     "original-image pixels) to PROJECT/NAME. A video file (mp4, avi, mov, mkv, ...) or "
                                     "a folder of frames with --fps: writes frames.jsonl (one line per frame: frame, "
-                                    "time in s, detections), the annotated video NAME.mp4 and, with --alert, "
+                                    "time in s, detections), the annotated video STEM.mp4 and, with --alert, "
                                     "events.jsonl. Example: leanvision detect predict --weights best.pt --source "
                                     "site.mp4 --alert 'NO-Hardhat,NO-Safety Vest'")
     q.add_argument("--weights", required=True)
