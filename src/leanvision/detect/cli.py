@@ -137,16 +137,48 @@ def cmd_val(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from pathlib import Path
+
     from ..engine.run_folder import output_folder
     from .predict import predict
+    from .video import is_video
 
     if not RUN_NAME.ok(args.name):
         raise ConfigError(f"--name must be {RUN_NAME.text}, got {args.name!r}")
+    src = Path(args.source)
+    if is_video(src) or (src.is_dir() and args.fps is not None):
+        return _predict_stream(args, output_folder(args.project, args.name, args.overwrite))
+    if args.alert or args.fps is not None:
+        flag = "--alert" if args.alert else "--fps"
+        raise ConfigError(f"{flag} applies to a stream of frames: give a video file or a folder of frames with --fps "
+                          f"(--source {args.source} is read as separate images)")
     out = output_folder(args.project, args.name, args.overwrite)
     recs = predict(args.weights, args.source, out, args.imgsz, args.conf, args.iou, save_txt=args.save_txt,
-                   save_json=not args.no_json, device=args.device)
+                   save_json=not args.no_json, device=args.device, classes=args.classes)
     print(f"{len(recs)} detections; images{', predictions.json' if not args.no_json else ''}"
           f"{', labels/*.txt' if args.save_txt else ''} written to {out}")
+    return 0
+
+
+def _predict_stream(args, out) -> int:
+    import sys
+
+    from .predict import load_for_predict
+    from .stream import predict_stream
+
+    if args.save_txt:
+        raise ConfigError("--save-txt writes one label file per image; a video's detections are in frames.jsonl")
+    det = load_for_predict(args.weights, args.device, args.imgsz)
+    res = predict_stream(det, args.source, out, conf=args.conf, iou=args.iou, classes=args.classes, alert=args.alert,
+                         alert_gap=args.alert_gap, fps=args.fps, batch=args.batch, save_json=not args.no_json,
+                         save_video=not args.no_video, progress=not args.no_progress)
+    if res["warning"]:
+        print(f"leanvision detect: warning: {res['warning']}", file=sys.stderr)
+    written = ", ".join(p.name for p in res["outputs"].values()) or "nothing (--no-json --no-video)"
+    alerts = f", {len(res['events'])} alert events" if args.alert else ""
+    print(f"{res['frames']} frames in {res['seconds']:.1f} s ({res['fps']:.1f} frames/s at {det.imgsz} px on "
+          f"{det.device}, video {res['video_fps']:g} fps); {res['detections']} detections{alerts}; wrote {written} "
+          f"to {out}")
     return 0
 
 
@@ -209,17 +241,35 @@ def add_detect_parser(sub) -> argparse._SubParsersAction:
                    "output is not a terminal)")
     v.set_defaults(func=cmd_val)
 
-    q = dsub.add_parser("predict", help="detect objects in an image or a folder of images",
-                        description="Writes the images with boxes drawn and predictions.json (boxes xyxy in "
-                                    "original-image pixels) to PROJECT/NAME.")
+    q = dsub.add_parser("predict", help="detect objects in images, a video or a folder of frames",
+                        description="Images: writes them with boxes drawn and predictions.json (boxes xyxy in "
+                                    "original-image pixels) to PROJECT/NAME. A video file (mp4, avi, mov, mkv, ...) or "
+                                    "a folder of frames with --fps: writes frames.jsonl (one line per frame: frame, "
+                                    "time in s, detections), the annotated video STEM.mp4 and, with --alert, "
+                                    "events.jsonl. Example: leanvision detect predict --weights best.pt --source "
+                                    "site.mp4 --alert 'NO-Hardhat,NO-Safety Vest'")
     q.add_argument("--weights", required=True, help="a best.pt or last.pt of `leanvision detect train`, an "
                    "ultralytics YOLOv8 .pt (e.g. yolov8n.pt) or a .safetensors")
-    q.add_argument("--source", required=True, help="an image or a folder of images")
+    q.add_argument("--source", required=True, help="an image, a folder of images, a video file, or a folder of "
+                                                   "frames (with --fps)")
     q.add_argument("--imgsz", type=argtype(int, multiple_of(32)), help="default: the training size")
     q.add_argument("--conf", type=argtype(float, between(0, 1)), default=0.25)
     q.add_argument("--iou", type=argtype(float, between(0, 1)), default=0.7)
-    q.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels (with confidence)")
-    q.add_argument("--no-json", action="store_true", help="do not write predictions.json")
+    q.add_argument("--classes", action="append", metavar="NAME|ID[,...]",
+                   help="keep only these classes: names or ids, comma-separated or repeated ('NO-Safety Vest,Person')")
+    q.add_argument("--alert", action="append", metavar="NAME|ID[,...]",
+                   help="video/frames: an event line (time, frame, class, score, box) in events.jsonl, printed too, "
+                        "each time one of these classes appears")
+    q.add_argument("--alert-gap", type=argtype(float, at_least(0)), default=3.0, metavar="SECONDS",
+                   help="a class counts as appearing again only after this long undetected (default 3): a person "
+                        "in view for 10 s is one event")
+    q.add_argument("--fps", type=argtype(float, between(0, 1000, lo_open=True)),
+                   help="read a folder as the frames of one video at this rate; for a video: override its own")
+    q.add_argument("--batch", type=argtype(int, at_least(1)), default=8, help="video frames per forward (default 8)")
+    q.add_argument("--save-txt", action="store_true", help="images: also write YOLO txt labels (with confidence)")
+    q.add_argument("--no-json", action="store_true", help="do not write predictions.json / frames.jsonl")
+    q.add_argument("--no-video", action="store_true", help="video/frames: do not write the annotated video")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar (none is shown off a terminal)")
     q.add_argument("--project", default="runs/detect")
     q.add_argument("--name", default="predict")
     q.add_argument("--overwrite", action="store_true", help="write into an existing PROJECT/NAME")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchvision.ops import batched_nms, box_convert
 
@@ -18,6 +20,7 @@ def non_max_suppression(
     max_det: int = 300,
     max_nms: int = 30000,
     agnostic: bool = False,
+    classes: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
     """Filter decoded predictions and run NMS per class (torchvision ``batched_nms``).
 
@@ -30,6 +33,7 @@ def non_max_suppression(
         max_det: detections kept per image, best first.
         max_nms: candidates passed to NMS per image, best first.
         agnostic: suppress across classes.
+        classes: keep only these class ids (before NMS and ``max_det``, as the reference's ``classes``).
 
     Returns:
         list of B tensors (n, 6): x1, y1, x2, y2 (pixels), score, class — sorted by score.
@@ -44,6 +48,9 @@ def non_max_suppression(
         else:
             score, cls = scores.max(1)
             keep = score > conf
+            boxes, score, cls = boxes[keep], score[keep], cls[keep]
+        if classes is not None:
+            keep = torch.isin(cls, torch.as_tensor(list(classes), device=cls.device))
             boxes, score, cls = boxes[keep], score[keep], cls[keep]
         if score.numel() > max_nms:
             top = score.topk(max_nms).indices

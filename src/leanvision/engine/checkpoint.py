@@ -11,7 +11,8 @@ import pickle
 import random
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -76,6 +77,33 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`_atomic_write`); e.g. a PNG rendered into memory."""
     _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` for writers that need a file name or write for a long time (a video
+    encoder, a JSON-lines log that grows while a video is read): renamed to ``path`` when the block ends without
+    an error, deleted when it raises, so ``path`` is never half-written. The temporary name ends in ``.tmp``
+    plus ``path``'s own suffix (``.site.mp4.k2j4.tmp.mp4``), so OpenCV still picks the container by extension.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    if hasattr(os, "fchmod"):  # the permissions open() would give, as _atomic_write
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_folder(path.parent)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
