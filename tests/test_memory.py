@@ -230,7 +230,8 @@ def test_bench_memory_flags_and_a_bad_row_setting_are_one_line_errors(tmp_path, 
     # a setting only the row's own process finds wrong comes back as the same one-line error
     assert main(["bench", "resnet20:dgl:modules=99", "--steps", "1", "--batch-size", "2", "--device", "cpu",
                  "--out", str(tmp_path / "b")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("warning: this machine is busy")]  # timed rows warn on a loaded machine
     assert len(err) == 1 and "modules" in err[0] and "Traceback" not in err[0]
 
 

@@ -68,7 +68,7 @@ def cmd_bench(args) -> int:
     from ..ops.memory import mark_import_rss
     from .runner import run_rows
 
-    mark_import_rss()  # for --same-process rows (a row in its own process marks its own)
+    mark_import_rss(force=True)  # for --same-process rows (a row in its own process marks its own)
 
     if args.rows == ["overhead"]:  # `leanvision bench overhead`: the trainer vs a bare loop
         from .overhead import trainer_overhead

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..engine.meter import SavedTensorMeter
 from ..ops.memory import import_rss_bytes, rss_bytes, trim_host_memory
+from ..ops.saved_tensors import SavedTensorMeter
 
 
 class _Recorder(TorchDispatchMode):

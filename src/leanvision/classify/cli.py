@@ -181,7 +181,8 @@ def cmd_train(args) -> int:
     from ..ops.memory import mark_import_rss
     from .train import train
 
-    mark_import_rss()  # torch and the training code are imported, nothing else exists: "above import" starts here
+    mark_import_rss(force=True)  # torch and the training code are imported, nothing else exists: "above import"
+    # starts here (forced: a command called again in one Python process measures from its own start)
     cfg = config_from_args(args)
     res = train(cfg)
     final = res["final"]

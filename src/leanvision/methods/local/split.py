@@ -176,7 +176,7 @@ def piece_memory(model: nn.Module, image_size: int) -> list[float]:
 
     BN running statistics are restored afterwards, so measuring does not change the model.
     """
-    from leanvision.engine.meter import SavedTensorMeter
+    from ...ops.saved_tensors import SavedTensorMeter
 
     param = next(model.parameters())
     buffers = [b.clone() for b in model.buffers()]
