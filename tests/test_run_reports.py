@@ -172,3 +172,11 @@ def test_bench_detect_writes_a_png_of_its_main_columns(tmp_path):
 def test_detect_val_refuses_a_bad_plot_folder_name_before_validating(tmp_path, capsys):
     assert main(["detect", "val", "--weights", str(tmp_path / "missing.pt"), "--name", "../up"]) == 2
     assert "--name" in capsys.readouterr().err  # not the missing checkpoint: nothing was loaded
+
+
+def test_bench_bar_labels_give_ratios_and_accuracy_differences():
+    from leanvision.bench.report import bar_label
+
+    assert bar_label("peak_memory_bytes", 83.8, 0.43, 2.0**-20) == "83.8\n×0.43"
+    assert bar_label("accuracy", 49.44, 0.4944 - 0.525, 100.0) == "49.4\n-3.1 pts"  # not "×-0.03"
+    assert bar_label("ms_per_step", 1887.5, None, 1.0) == "1,888"

@@ -117,6 +117,16 @@ def render_markdown(rows: list[dict], title: str = "", env: dict | None = None, 
     return "\n".join(lines).strip() + "\n"
 
 
+def bar_label(key: str, value: float | None, vs_e2e: float | None, scale: float) -> str:
+    """A bar's label: its value and, against E2E, the ratio (``×0.43``) or, for accuracy, the difference in points."""
+    text = "–" if value is None else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    if vs_e2e is None:
+        return text
+    if key == "accuracy":  # accuracy_vs_e2e is a difference (add_ratios), not a ratio
+        return text + f"\n{vs_e2e * scale:+.1f} pts"
+    return text + f"\n×{vs_e2e:.2f}"
+
+
 def plot_bars(rows: list[dict], labels: list[str], panels: list[tuple[str, str, float]], path: Path,
               title: str = "") -> Path | None:
     """A PNG of bars: one panel per main column of a bench table, one bar per row, each bar's value written on it
@@ -143,9 +153,7 @@ def plot_bars(rows: list[dict], labels: list[str], panels: list[tuple[str, str, 
         vals = [value(r, key, scale) for r in rows]
         bars = ax.bar(range(len(rows)), [v or 0 for v in vals], color=[f"C{i % 10}" for i in range(len(rows))])
         for b, v, r in zip(bars, vals, rows):
-            ratio = r.get(f"{key}_vs_e2e")
-            shown = "–" if v is None else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-            text = shown + (f"\n×{ratio:.2f}" if ratio is not None else "")
+            text = bar_label(key, v, r.get(f"{key}_vs_e2e"), scale)
             ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xticks(range(len(rows)), labels, fontsize=7)
