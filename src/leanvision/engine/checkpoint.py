@@ -38,30 +38,38 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool) -> None:
-    """``write(f)`` into a temporary file beside ``path``, fsync it, rename it into place, fsync the folder.
-
-    A crash or kill at any point leaves either the old file or the new one, never a mix; a kill before the
-    rename can leave a ``.NAME.*.tmp`` file (``run_folder.remove_stale_temp_files`` clears those of a run).
-    """
-    path = Path(path)
+@contextmanager
+def _replaced_on_success(path: Path, suffix: str) -> Iterator[str]:
+    """A temporary file beside ``path`` (with the permissions ``open()`` would give): renamed to ``path`` when the
+    block ends without an error, deleted when it raises; the folder is fsynced after the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); give it the permissions open() would
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600)
             umask = os.umask(0)
             os.umask(umask)
             os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     fsync_folder(path.parent)
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync it, rename it into place, fsync the folder.
+
+    A crash or kill at any point leaves either the old file or the new one, never a mix; a kill before the
+    rename can leave a ``.NAME.*.tmp`` file (``run_folder.remove_stale_temp_files`` clears those of a run).
+    """
+    with _replaced_on_success(Path(path), ".tmp") as tmp:
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
@@ -87,23 +95,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     plus ``path``'s own suffix (``.site.mp4.k2j4.tmp.mp4``), so OpenCV still picks the container by extension.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    if hasattr(os, "fchmod"):  # the permissions open() would give, as _atomic_write
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    try:
+    with _replaced_on_success(path, f".tmp{path.suffix}") as tmp:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_folder(path.parent)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
