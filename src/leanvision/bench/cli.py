@@ -43,6 +43,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--device")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--lr-schedule", choices=["cosine", "release"],
+                   help="training rows: the LR rule, over the recipe's (cifar10-short pins release, the rule its "
+                        "BENCHMARKS.md numbers were measured with)")
     p.add_argument("--out", default="runs/bench", help="folder for bench.md, bench.json, bench.png and runs")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--title", default="leanvision bench")
@@ -56,7 +59,8 @@ def add_bench_parser(sub) -> None:
 def base_config(args, recipe: str | None) -> TrainConfig:
     """The recipe's values (if any) with the flags given on top, checked (errors name the flag)."""
     flags = {k: getattr(args, k, None) for k in ("data", "data_dir", "epochs", "batch_size", "amp", "channels_last",
-                                                  "device", "seed", "steps_per_epoch")}
+                                                  "device", "seed", "steps_per_epoch",
+                                                  "lr_schedule")}
     return build_config(TrainConfig, None, {**(RECIPES[recipe] if recipe else {}),
                                             "progress": getattr(args, "progress", True),
                                             **{k: v for k, v in flags.items() if v is not None}})
