@@ -208,6 +208,19 @@ def test_digits_are_bit_identical_to_scikit_learns_load_digits_and_split():
         assert np.array_equal(ds.labels.numpy(), before[split][1])
 
 
+def test_digits_upsampling_equals_torchs_bilinear_interpolate_on_any_pixels():
+    import torch
+    import torch.nn.functional as F
+
+    from leanvision.data.digits import upsample_digits
+
+    images = np.random.default_rng(0).integers(0, 17, (500, 8, 8)).astype(np.float64)
+    images[:17] = np.arange(17)[:, None, None]  # flat images of every value, the edges included
+    x = torch.from_numpy(images.astype(np.float32) * (255.0 / 16.0))[:, None]
+    ref = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False).round().clamp(0, 255)
+    assert np.array_equal(upsample_digits(images), ref[:, 0].to(torch.uint8).numpy())
+
+
 @pytest.mark.parametrize("n,classes,n_test,seed,balanced", [
     (1797, 10, 360, 0, False), (100, 3, 17, 5, False), (61, 7, 20, 123, False),
     (30, 3, 10, 0, True), (70, 7, 25, 9, True)])  # balanced: tied remainders, so rng.choice picks the classes

@@ -2,7 +2,8 @@
 
 scikit-learn ships 1 797 handwritten digits of 8×8 pixels with values 0..16 (10 classes) in
 ``sklearn/datasets/data/digits.csv.gz``. We scale them to 0..255, upsample ×4 bilinearly to 32×32 and
-repeat the grey channel three times, so every CIFAR-sized model runs on them unchanged.
+repeat the grey channel three times, so every CIFAR-sized model runs on them unchanged (torch's bilinear
+``F.interpolate``, reproduced exactly in numpy: :func:`upsample_digits`).
 
 Split (deterministic): the one ``sklearn.model_selection.train_test_split(test_size=360,
 stratify=labels, random_state=0)`` gives -> 1 437 training and 360 test images, every class in the same
@@ -12,8 +13,8 @@ mirror-symmetric, mean = std = 0.5).
 The file is read with numpy and the split computed here (:func:`stratified_split`, the same draws from
 the same ``RandomState``), without importing scikit-learn: its import (and scipy's parts it pulls in)
 made ~70 MB of a training run's resident memory, more than the data (BENCHMARKS.md, "Memory: the outside
-view"). ``tests/test_data_formats.py`` checks both against scikit-learn's ``load_digits`` and
-``train_test_split``.
+view"). ``tests/test_data_formats.py`` checks the images, labels and split against scikit-learn's
+``load_digits`` and ``train_test_split`` followed by torch's ``F.interpolate`` (the reader before).
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from ..ops.memory import trim_host_memory
 from . import recipes
 from .base import ArrayDataset, DatasetError
 
@@ -97,16 +97,42 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
 
 
+def _bilinear_taps(n_in: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows and weights of ``F.interpolate(scale_factor=scale, mode="bilinear", align_corners=False)``
+    along one axis: output i reads rows ``i0`` and ``i1`` with weights ``1 - lam`` and ``lam``."""
+    src = np.maximum((np.arange(n_in * scale) + 0.5) / scale - 0.5, 0.0)  # torch clamps the left edge to 0
+    i0 = np.floor(src).astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
+
+
+def upsample_digits(images: np.ndarray) -> np.ndarray:
+    """(N, 8, 8) values 0..16 -> (N, 32, 32) uint8 0..255: scaled by 255/16, bilinear ×4, rounded half to even.
+
+    The same numbers as torch's ``F.interpolate(..., scale_factor=4, mode="bilinear", align_corners=False)``
+    on the scaled float32 images followed by ``round``: every weight is a multiple of 1/8 and every value
+    p·255/16, so each sum is exact in float32 whatever the order, and the rounding is the same. Done in
+    numpy because torch's kernels cost ~15 MB of their libraries' pages, resident for the whole run.
+    """
+    i0, i1, lam = _bilinear_taps(8, 4)
+    v = images.astype(np.float32) * np.float32(255.0 / 16.0)
+    rows = v[:, i0, :] * (1 - lam)[:, None] + v[:, i1, :] * lam[:, None]  # (N, 32, 8)
+    del v
+    out = rows[:, :, i0] * (1 - lam) + rows[:, :, i1] * lam  # (N, 32, 32)
+    del rows
+    return np.round(out, out=out).clip(0, 255, out=out).astype(np.uint8)
+
+
 def _load_once() -> None:
-    """Decode and split once per process; the cache keeps the two splits (uint8), not the whole set."""
+    """Decode and split once per process; the cache keeps the two splits (uint8 RGB), not the whole set."""
     if not _cache:
         images, labels = read_digits(digits_file())
-        x = torch.from_numpy(images.astype(np.float32) * (255.0 / 16.0))[:, None]  # (N, 1, 8, 8)
-        x = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)  # (N, 1, 32, 32)
-        x = x.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).numpy()  # expand: a view, no copy
+        grey = upsample_digits(images)  # (N, 32, 32)
         train, test = stratified_split(labels, n_test=360, seed=0)
-        _cache.update(train_images=x[train], train_labels=labels[train],  # fancy indexing copies: contiguous
-                      test_images=x[test], test_labels=labels[test])
+        for split, idx in (("train", train), ("test", test)):
+            _cache[f"{split}_images"] = np.repeat(grey[idx][:, None], 3, axis=1)  # (n, 3, 32, 32), contiguous
+            _cache[f"{split}_labels"] = labels[idx]
+        del images, grey
+        trim_host_memory()  # the float temporaries' heap pages (glibc keeps them resident otherwise)
 
 
 def load_digits32(train: bool = True) -> ArrayDataset:
