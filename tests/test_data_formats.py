@@ -184,6 +184,83 @@ def test_digits_is_bundled_and_split_deterministically():
     assert np.array_equal(build_dataset("digits", train=False).images, te.images)
 
 
+def _digits_as_before():
+    """The reader before issue 17: scikit-learn's load_digits and train_test_split, then the same resampling."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0))[:, None]
+    x = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    tr, te = train_test_split(np.arange(len(d.target)), test_size=360, stratify=d.target, random_state=0)
+    return {split: (x[np.sort(i)], d.target[np.sort(i)]) for split, i in (("train", tr), ("test", te))}
+
+
+def test_digits_are_bit_identical_to_scikit_learns_load_digits_and_split():
+    before = _digits_as_before()
+    for split, train in (("train", True), ("test", False)):
+        ds = build_dataset("digits", train=train)
+        assert ds.images.dtype == before[split][0].dtype and ds.images.is_contiguous()
+        assert np.array_equal(ds.images.numpy(), before[split][0].numpy())
+        assert np.array_equal(ds.labels.numpy(), before[split][1])
+
+
+def test_digits_upsampling_equals_torchs_bilinear_interpolate_on_any_pixels():
+    import torch
+    import torch.nn.functional as F
+
+    from leanvision.data.digits import upsample_digits
+
+    images = np.random.default_rng(0).integers(0, 17, (500, 8, 8)).astype(np.float64)
+    images[:17] = np.arange(17)[:, None, None]  # flat images of every value, the edges included
+    x = torch.from_numpy(images.astype(np.float32) * (255.0 / 16.0))[:, None]
+    ref = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False).round().clamp(0, 255)
+    assert np.array_equal(upsample_digits(images), ref[:, 0].to(torch.uint8).numpy())
+
+
+@pytest.mark.parametrize("n,classes,n_test,seed,balanced", [
+    (1797, 10, 360, 0, False), (100, 3, 17, 5, False), (61, 7, 20, 123, False),
+    (30, 3, 10, 0, True), (70, 7, 25, 9, True)])  # balanced: tied remainders, so rng.choice picks the classes
+def test_stratified_split_draws_what_train_test_split_draws(n, classes, n_test, seed, balanced):
+    """Against scikit-learn's train_test_split(stratify=...) on uneven and on equal class sizes."""
+    from sklearn.model_selection import train_test_split
+
+    from leanvision.data.digits import stratified_split
+
+    labels = np.random.default_rng(seed).integers(0, classes, n)
+    labels[:2 * classes] = np.repeat(np.arange(classes), 2)  # at least two of each class
+    if balanced:
+        labels = np.random.default_rng(seed).permutation(np.arange(n) % classes)
+    tr, te = train_test_split(np.arange(n), test_size=n_test, stratify=labels, random_state=seed)
+    ours = stratified_split(labels, n_test, seed)
+    assert np.array_equal(ours[0], np.sort(tr)) and np.array_equal(ours[1], np.sort(te))
+
+
+def test_digits_file_missing_or_corrupt_is_a_one_line_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from leanvision.data import digits
+
+    monkeypatch.setattr(digits, "_cache", {})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DatasetError, match=r"--data digits reads scikit-learn's bundled digits.csv.gz "
+                                           r"\(scikit-learn is not installed\): pip install scikit-learn"):
+        build_dataset("digits")
+    spec = importlib.machinery.ModuleSpec("sklearn", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(DatasetError, match=rf"not in {tmp_path}/datasets/data"):
+        build_dataset("digits")
+    bad = tmp_path / "datasets" / "data" / "digits.csv.gz"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(DatasetError, match=r"digits.csv.gz: not a readable digits file .*reinstall scikit-learn"):
+        build_dataset("digits")
+
+
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(DatasetError) as e:
         build_dataset("cifar11")

@@ -4,6 +4,7 @@ to the system, bench and train report the same process peak, and the memory prof
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import weakref
@@ -138,6 +139,40 @@ def test_resident_memory_and_its_peak_follow_a_large_tensor():
     assert memory.rss_bytes() < peak - 50 * 2**20
     if memory.reset_peak_rss():
         assert memory.peak_rss_bytes() < peak - 50 * 2**20
+
+
+_DIGITS_RSS = """
+import json, sys
+from leanvision.classify import train  # torch and the training code: what train's "above import" starts from
+from leanvision.ops.memory import rss_bytes
+base = rss_bytes()
+from leanvision.data import build_dataset
+sets = build_dataset("digits", train=True), build_dataset("digits", train=False)
+print(json.dumps({"mb": (rss_bytes() - base) / 2**20, "sklearn": "sklearn" in sys.modules}))
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="/proc is Linux's")
+def test_the_digits_splits_cost_their_arrays_not_scikit_learns_import():
+    """Item 2 of issue 17: `train --data digits` held ~95 MB more than the bench's random batch, ~70 MB of it
+    scikit-learn's import, ~15 MB the pages of the torch kernels that resampled the images. Now: no
+    scikit-learn, numpy resamples, and the two uint8 splits (5.5 MB) stay. Measured in a fresh process,
+    from the point train's "above import" starts."""
+    out = subprocess.run([sys.executable, "-c", _DIGITS_RSS], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not got["sklearn"]
+    assert got["mb"] < 25, got  # 10 MB measured; 97 MB with scikit-learn, 26 MB resampling with torch
+
+
+def test_train_on_digits_does_not_import_scikit_learn(tmp_path):
+    code = ("import sys; from leanvision.cli import main; "
+            f"rc = main(['train', '--model', 'resnet20', '--data', 'digits', '--subset', '16', '--batch-size', '8', "
+            f"'--epochs', '1', '--steps-per-epoch', '1', '--device', 'cpu', '--no-progress', '--project', "
+            f"{str(tmp_path)!r}]); print('sklearn' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "False 0"
 
 
 @pytest.mark.skipif(memory._malloc_trim() is None, reason="needs glibc's malloc_trim")
