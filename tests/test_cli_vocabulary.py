@@ -62,7 +62,7 @@ def test_a_bad_value_names_the_canonical_flag(capsys):
 
 
 def test_every_long_loop_command_has_no_progress():
-    for argv in (["train"], ["val", "--weights", "w"], ["predict", "--weights", "w", "--source", "s"],
+    for argv in (["models"], ["train"], ["val", "--weights", "w"], ["predict", "--weights", "w", "--source", "s"],
                  ["detect", "train"], ["detect", "val", "--weights", "w"], ["bench", "r:e2e"], ["demo"],
                  ["detect", "bench", "yolov8n"]):
         assert _parse([*argv, "--no-progress"]).progress is False, argv
@@ -71,16 +71,81 @@ def test_every_long_loop_command_has_no_progress():
 # ------------------------------------------------------------------------------------------------ models
 
 
-def test_models_lists_timm_names_that_pass_the_block_list_check(capsys):
+def test_models_lists_timm_names_that_pass_the_block_list_check(capsys, tmp_path, monkeypatch):
     pytest.importorskip("timm")
-    from leanvision.models import check_block_model, create_model
+    from leanvision.models import check_block_model, create_model, timm_adapter
 
-    assert main(["models", "--task", "timm"]) == 0
+    monkeypatch.setenv("LEANVISION_CACHE", str(tmp_path))
+    assert main(["models", "--task", "timm", "resnet18*"]) == 0
+    assert main(["models", "--task", "timm", "timm/vit_tiny*"]) == 0
     names = capsys.readouterr().out.split()
     assert "timm/resnet18" in names and "timm/vit_tiny_patch16_224" in names
     assert all(n.startswith("timm/") for n in names)
     for name in ("timm/resnet10t", "timm/resnetblur18", "timm/vit_tiny_patch16_224"):  # blur: stride in a pool
-        check_block_model(create_model(name, num_classes=4))
+        check_block_model(create_model(name, num_classes=4))  # real tensors, not the listing's meta device
+    # each outcome is kept under the timm version: a second listing checks nothing ...
+    import json
+
+    cache = json.loads((tmp_path / "timm-block-check.json").read_text())
+    assert cache["key"].startswith("timm ") and cache["results"]["resnet18"] is None
+    assert set(cache["results"]) == {n.removeprefix("timm/") for n in names}
+
+    def no_check(name):
+        raise AssertionError(f"{name} was checked again")
+
+    monkeypatch.setattr(timm_adapter, "timm_check_problem", no_check)
+    assert main(["models", "--task", "timm", "resnet18*"]) == 0
+    assert "timm/resnet18" in capsys.readouterr().out.split()
+    # ... until timm (or torch, or the check's code) changes
+    monkeypatch.setattr(timm_adapter, "_check_key", lambda: "timm 99.0 | another version")
+    with pytest.raises(AssertionError, match="checked again"):
+        main(["models", "--task", "timm", "resnet18*"])
+
+
+def test_models_leaves_out_timm_names_that_fail_the_block_list_check(capsys, tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from leanvision.models import list_timm_models, timm_adapter
+
+    monkeypatch.setenv("LEANVISION_CACHE", str(tmp_path))
+    # break the ResNet family: its head now drops the last class, so the probe's logits have the wrong width
+    head_forward = timm_adapter._TimmResNetHead.forward
+    monkeypatch.setattr(timm_adapter._TimmResNetHead, "forward", lambda self, x: head_forward(self, x)[:, :-1])
+    problem = timm_adapter.timm_check_problem("resnet18")
+    assert problem is not None and "head returned shape (1, 9)" in problem
+    assert timm_adapter.timm_check_problem("vit_tiny_patch16_224") is None
+    assert set(timm.list_models("resnet18*")) and list_timm_models("resnet18*") == []
+    assert list_timm_models("resnet18*", check=False) == [f"timm/{n}" for n in sorted(timm.list_models("resnet18*"))]
+    assert main(["models", "--task", "timm", "resnet18*"]) == 0
+    assert capsys.readouterr().out.split() == []
+    assert main(["models", "*resnet18*"]) == 0  # the full listing: the registered resnet18, no timm section
+    out = capsys.readouterr().out
+    assert "  resnet18\n" in out and "timm/" not in out and "timm classifiers" not in out
+
+
+@pytest.mark.slow
+def test_every_listed_timm_name_passes_the_block_list_check():
+    """Every name `leanvision models --task timm` lists, built as `leanvision train --model timm/NAME` builds it
+    (timm's own weight init included) and checked by check_block_model with its probe. The models are built on
+    the meta device (shapes only): a real ViT-gigantic forward would take minutes on a CPU. ~7 min on 2 cores."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    from leanvision.models import check_block_model, create_model, list_timm_models
+
+    listed = list_timm_models()
+    candidates = list_timm_models(check=False)
+    assert {"timm/resnet18", "timm/resnet50", "timm/vit_base_patch16_224"} <= set(listed)
+    assert len(listed) >= 0.9 * len(candidates), "most of timm's ResNets and ViTs should pass"
+    assert len(candidates) >= len(timm.list_models("resnet*", module="resnet"))
+    failed = {}
+    for name in listed:
+        try:
+            with torch.device("meta"):
+                model = create_model(name, num_classes=7)
+            check_block_model(model)
+        except Exception as e:  # noqa: BLE001 - collect every failure, then report them together
+            failed[name] = str(e).splitlines()[0]
+    assert not failed, f"{len(failed)} listed timm models fail the check: {failed}"
 
 
 # ---------------------------------------------------------------------------------------------- warnings
