@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .flags import key_spellings
+
 
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message names the file, key or flag."""
@@ -250,12 +252,25 @@ def load_yaml(path: str | Path, cls=TrainConfig) -> dict:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"{path}: keys must be option names, found {bad[0]!r}")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - field_names(cls))
+    spellings = key_spellings(field_names(cls))  # the flags' vocabulary: batch and batch_size, lr and lr0 ...
+    values, given_as, unknown = {}, {}, []
+    for key, value in data.items():
+        name = spellings.get(key.replace("-", "_"))
+        if name is None:
+            unknown.append(key)
+        elif name in given_as:
+            raise ConfigError(f"{path}: {given_as[name]!r} and {key!r} both set {name}; keep one of them")
+        else:
+            values[name], given_as[name] = value, key
     if unknown:
-        valid = ", ".join(sorted(field_names(cls)))
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
-    return check_values(cls, data, lambda k: f"{path}: {k}")
+        aliases = {}
+        for spelling, name in spellings.items():
+            if spelling != name:
+                aliases.setdefault(name, []).append(spelling)
+        valid = ", ".join(n + (f" (or {'/'.join(aliases[n])})" if n in aliases else "")
+                          for n in sorted(field_names(cls)))
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {valid}")
+    return check_values(cls, values, lambda k: f"{path}: {given_as[k]}")
 
 
 def build_config(cls, config_path: str | Path | None = None, flags: dict | None = None):
