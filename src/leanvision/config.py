@@ -4,8 +4,10 @@
 checked where it enters, by one small layer used by both config dataclasses (this one and
 ``detection.config.DetectConfig``): a value read from a YAML file is refused with the file and key, a flag
 with the flag's name, and a config built in Python checks itself in ``__post_init__``. The type comes
-from the field's annotation, the range from the class's ``RULES``. Unknown keys are an error; YAML is
-loaded with ``yaml.safe_load`` (no code execution).
+from the field's annotation, the range from the class's ``RULES``. A file's keys are the flags' spellings
+(:func:`leanvision.flags.key_spellings`: ``batch`` or ``batch_size``, ``lr`` or ``lr0``, in both tasks); two
+spellings of one key, or an unknown key, are an error naming the file and key. YAML is loaded with
+``yaml.safe_load`` (no code execution).
 """
 
 from __future__ import annotations
