@@ -87,7 +87,7 @@ def test_bench_row_syntax_errors_are_clear(capsys):
     assert "MODEL:METHOD" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", [["models", "resnet*"], ["methods"]])
+@pytest.mark.parametrize("cmd", [["models", "--task", "classify", "resnet*"], ["methods"]])
 def test_python_dash_m_entrypoint(cmd):
     res = subprocess.run([sys.executable, "-m", "leanvision", *cmd], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

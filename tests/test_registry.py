@@ -38,11 +38,14 @@ def test_models_detectors_methods_and_datasets_share_the_implementation():
     assert "resnet110" in MODELS and "gso-yolo-n" in DETECTORS and "dgl+mlaan" in METHODS and "CIFAR10" in DATASETS
 
 
-def test_leanvision_models_lists_classifiers_and_detectors(capsys):
+def test_leanvision_models_lists_classifiers_and_detectors(capsys, monkeypatch):
+    # timm's names (checked against the block-list contract: minutes the first time) are tests/test_cli_vocabulary's
+    monkeypatch.setattr("leanvision.models.list_timm_models", lambda pattern, **kw: ["timm/a_checked_name"])
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     classify, detect = out.split("detectors (leanvision detect train --model NAME):")
-    detect = detect.split("timm classifiers")[0]  # timm's names follow when timm is installed
+    detect, timm = detect.split("timm classifiers wrapped as block lists (leanvision train --model timm/NAME):")
+    assert timm == "\n  timm/a_checked_name\n"
     assert "  resnet110\n" in classify and "  vit_tiny_patch4_32\n" in classify and "yolo" not in classify
     assert "  yolov8n\n" in detect and "  gso_yolo_x\n" in detect and "resnet" not in detect
 

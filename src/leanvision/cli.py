@@ -10,10 +10,18 @@ from .config import ConfigError
 
 
 def cmd_models(args) -> int:
+    from .data.cache import cache_root
+    from .engine.progress import progress_bar
     from .models import list_detectors, list_models, list_timm_models
 
-    found = {"classify": list_models(args.pattern), "detect": list_detectors(args.pattern),
-             "timm": list_timm_models(args.pattern)}
+    found = {"classify": list_models(args.pattern), "detect": list_detectors(args.pattern), "timm": []}
+    if args.task in (None, "timm"):  # each timm name is checked once per timm version, then read from the cache
+        def bar(names, total):
+            return progress_bar(names, total=total, show=args.progress, unit="model",
+                                desc="checking timm models against the block-list contract (once per timm version)")
+
+        found["timm"] = list_timm_models(args.pattern, cache_file=cache_root() / "timm-block-check.json",
+                                         progress=bar)
     if args.task:  # names only, one per line, for scripts
         print("\n".join(found[args.task]))
         return 0
@@ -63,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     add_detect_bench_parser(add_detect_parser(sub))  # `detect bench` lives in bench/, a layer above detect/
     p = sub.add_parser("models", help="list registered classifiers and detectors, and timm/ names when timm is "
-                       "installed")
+                       "installed (each timm name is listed only if it passes leanvision's block-list check, "
+                       "run once per timm version and cached)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'resnet*' or '*yolo*'")
     p.add_argument("--task", choices=["classify", "detect", "timm"],
                    help="list only these models (timm: the timm/ names), names only")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar while timm models are checked (also off when the output is not a terminal)")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("methods", help="list training methods")
     p.set_defaults(func=cmd_methods)

@@ -4,8 +4,10 @@
 checked where it enters, by one small layer used by both config dataclasses (this one and
 ``detection.config.DetectConfig``): a value read from a YAML file is refused with the file and key, a flag
 with the flag's name, and a config built in Python checks itself in ``__post_init__``. The type comes
-from the field's annotation, the range from the class's ``RULES``. Unknown keys are an error; YAML is
-loaded with ``yaml.safe_load`` (no code execution).
+from the field's annotation, the range from the class's ``RULES``. A file's keys are the flags' spellings
+(:func:`leanvision.flags.key_spellings`: ``batch`` or ``batch_size``, ``lr`` or ``lr0``, in both tasks); two
+spellings of one key, or an unknown key, are an error naming the file and key. YAML is loaded with
+``yaml.safe_load`` (no code execution).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar
 
 import yaml
+
+from .flags import key_spellings
 
 
 class ConfigError(ValueError):
@@ -250,12 +254,25 @@ def load_yaml(path: str | Path, cls=TrainConfig) -> dict:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"{path}: keys must be option names, found {bad[0]!r}")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - field_names(cls))
+    spellings = key_spellings(field_names(cls))  # the flags' vocabulary: batch and batch_size, lr and lr0 ...
+    values, given_as, unknown = {}, {}, []
+    for key, value in data.items():
+        name = spellings.get(key.replace("-", "_"))
+        if name is None:
+            unknown.append(key)
+        elif name in given_as:
+            raise ConfigError(f"{path}: {given_as[name]!r} and {key!r} both set {name}; keep one of them")
+        else:
+            values[name], given_as[name] = value, key
     if unknown:
-        valid = ", ".join(sorted(field_names(cls)))
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
-    return check_values(cls, data, lambda k: f"{path}: {k}")
+        aliases = {}
+        for spelling, name in spellings.items():
+            if spelling != name:
+                aliases.setdefault(name, []).append(spelling)
+        valid = ", ".join(n + (f" (or {'/'.join(aliases[n])})" if n in aliases else "")
+                          for n in sorted(field_names(cls)))
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {valid}")
+    return check_values(cls, values, lambda k: f"{path}: {given_as[k]}")
 
 
 def build_config(cls, config_path: str | Path | None = None, flags: dict | None = None):

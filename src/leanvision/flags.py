@@ -5,6 +5,8 @@ ultralytics spelling). :func:`unify_flags` runs once over the finished ``leanvis
 sub-command has a flag of one of the groups below, it answers to every spelling of the group, ``--help`` shows
 the canonical one (the first) and names the others, and errors name the canonical one. The parsed value keeps
 its ``dest``, so each task's config is untouched: ``--batch 64`` and ``--batch-size 64`` give the same config.
+The same table gives the keys of ``--config`` YAML files (:func:`key_spellings`): ``batch: 64`` and
+``batch_size: 64`` set the same field in ``leanvision train`` and in ``leanvision detect train``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,24 @@ SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("--lr", "--lr0"),
     ("--imgsz", "--img-size", "--image-size"),
 )
+
+
+def key_spellings(fields, synonyms=SYNONYMS) -> dict[str, str]:
+    """YAML key -> config field, for every spelling the flags accept: each field's own name and, when the field's
+    flag (``--batch-size`` for ``batch_size``) is in a synonym group, every spelling of the group written as a key
+    (``batch``, ``batch_size``). A spelling that is another field's own name is left to that field, as
+    :func:`unify_flags` leaves a flag to the sub-command's own. Keys use ``_``; a file may write ``-`` instead."""
+
+    def key(flag: str) -> str:
+        return flag.lstrip("-").replace("-", "_")
+
+    out = {f: f for f in fields}
+    for f in fields:
+        for group in synonyms:
+            if "--" + f.replace("_", "-") in group:
+                for spelling in group:
+                    out.setdefault(key(spelling), f)
+    return out
 
 
 def subparsers(parser: argparse.ArgumentParser):

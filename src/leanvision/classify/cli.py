@@ -96,7 +96,8 @@ def parse_kv(items: list[str] | None) -> dict:
 def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a classifier with a method (E2E, local learning, replacement)",
                        description="Train a block-list classifier. A --config YAML sets defaults; flags override it.")
-    p.add_argument("--config", help="YAML file of train options (keys as below, with _ or -)")
+    p.add_argument("--config", help="YAML file of train options: keys as the flags below, with _ or - "
+                   "(either spelling of a flag with an alias: batch or batch_size, lr or lr0)")
     g = p.add_argument_group("what to train")
     g.add_argument("--model", help="model name (leanvision models), or timm/<name>; default resnet32")
     g.add_argument("--data", help="cifar10 | cifar100 | svhn | stl10 | imagenet | digits | a folder/.tar(.gz) path")

@@ -212,7 +212,8 @@ def add_detect_parser(sub) -> argparse._SubParsersAction:
                         description="Train a detector on a YOLO data.yaml, COCO json or VOC folder. A --config YAML "
                                     "(DetectConfig keys) sets defaults; flags override. Example: leanvision detect "
                                     "train --model yolov8n --data data.yaml --epochs 100 --imgsz 640")
-    t.add_argument("--config", help="YAML file of train options")
+    t.add_argument("--config", help="YAML file of train options: keys as the flags, with _ or - (either spelling "
+                   "of a flag with an alias: batch or batch_size, lr0 or lr, imgsz or img_size)")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 

@@ -1,7 +1,8 @@
 """Detector training configuration: a dataclass with commented defaults (YOLOv8's, spec §5.6).
 
 A YAML file sets it (:func:`leanvision.config.load_yaml` with ``cls=DetectConfig``: unknown keys are an
-error), ``leanvision detect train`` flags override it. ``None`` means "the model's or device's default".
+error; a key may be any spelling of its flag, ``batch_size`` for ``batch``, ``lr`` for ``lr0``, ``img_size`` for
+``imgsz``), ``leanvision detect train`` flags override it. ``None`` means "the model's or device's default".
 Every value is checked by the classifier config's layer (:class:`leanvision.config.Checked`) against the
 field's type and the ``RULES`` below.
 """

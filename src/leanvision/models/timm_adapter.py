@@ -7,6 +7,14 @@ the timm model before wrapping stays in effect.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -107,12 +115,98 @@ def from_timm(name: str, num_classes: int = 1000, pretrained: bool = False, **kw
 TIMM_MODULES = ("resnet", "vision_transformer")
 
 
-def list_timm_models(pattern: str = "*") -> list[str]:
+def timm_check_problem(name: str) -> str | None:
+    """Why ``timm/<name>`` fails leanvision's block-list check, in one line; None when it passes.
+
+    The check is :func:`check_block_model` with its probe (a forward through stem -> blocks -> head that
+    compares every block's channels and stride with its ``block_info`` and the head's output with
+    ``num_classes``) on the model :func:`from_timm` builds, at the model's own input size. The model is built
+    on the meta device: tensors with shapes and no data, so the probe checks every shape without memory or
+    arithmetic (a ViT-gigantic costs about a second, not minutes). ViTs skip timm's weight init
+    (``weight_init="skip"``, a timm option): on the meta device it would only fill values that do not exist.
+    """
+    from timm.models import is_model_in_modules
+
+    from .base import check_block_model
+
+    kwargs = {"weight_init": "skip"} if is_model_in_modules(name, ["vision_transformer"]) else {}
+    try:
+        with torch.device("meta"):
+            model = from_timm(name, num_classes=10, **kwargs)
+        check_block_model(model)
+    except Exception as e:  # anything that stops the model from being built or checked fails the check
+        text = " ".join(str(e).split()) or type(e).__name__
+        return text if len(text) <= 300 else text[:297] + "..."
+    return None
+
+
+def _check_key() -> str:
+    """What the check's outcome depends on: timm's and torch's versions and the source of the adapter and check."""
+    import timm
+
+    from . import base
+
+    h = hashlib.sha1()
+    for path in (__file__, base.__file__):
+        h.update(Path(path).read_bytes())
+    return f"timm {timm.__version__} | torch {torch.__version__} | code {h.hexdigest()[:16]}"
+
+
+def _read_cache(path: Path, key: str) -> dict[str, str | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("results"), dict):
+        return {}  # another timm, torch or leanvision: check again
+    return data["results"]
+
+
+def _write_cache(path: Path, key: str, results: dict[str, str | None]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"key": key, "results": results}, f, indent=0, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:  # a read-only disk costs time on the next listing, not correctness
+        warnings.warn(f"could not write {path} ({e}); the timm models will be checked again next time", stacklevel=3)
+
+
+def list_timm_models(pattern: str = "*", check: bool = True, cache_file: str | os.PathLike | None = None,
+                     progress: Callable | None = None) -> list[str]:
     """``timm/<name>`` for the timm models :func:`from_timm` wraps (timm's ResNet and ViT families) that match the
-    shell-style ``pattern``; empty when timm is not installed."""
+    shell-style ``pattern`` and pass the block-list check (:func:`timm_check_problem`); empty when timm is not
+    installed.
+
+    Args:
+        pattern: e.g. ``"resnet*"`` or ``"timm/vit_*"``.
+        check: False lists timm's names without checking them.
+        cache_file: a JSON file keeping each name's outcome, valid for one timm version, torch version and
+            version of the adapter and check code (any change checks again). None: check every time (about a
+            second per name on one CPU core).
+        progress: wraps the iterable of names still to check (``progress(names, total=n)``), e.g. a progress bar.
+    """
     try:
         import timm
     except ImportError:
         return []
     pattern = pattern.removeprefix("timm/")
-    return sorted({f"timm/{n}" for m in TIMM_MODULES for n in timm.list_models(pattern, module=m)})
+    names = sorted({n for m in TIMM_MODULES for n in timm.list_models(pattern, module=m)})
+    if not check:
+        return [f"timm/{n}" for n in names]
+    key = _check_key()
+    path = Path(cache_file) if cache_file is not None else None
+    results = _read_cache(path, key) if path is not None else {}
+    todo = [n for n in names if n not in results]
+    try:
+        for n in (progress(todo, total=len(todo)) if progress and todo else todo):
+            results[n] = timm_check_problem(n)
+    finally:  # an interrupted first listing keeps what it checked
+        if path is not None and todo:
+            _write_cache(path, key, results)
+    return [f"timm/{n}" for n in names if results.get(n, "") is None]
