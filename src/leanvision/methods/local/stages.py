@@ -33,7 +33,7 @@ from torch import nn
 
 from .method import LocalLearning
 from .split import STEM
-from .step import _accumulate, _frozen_bn, _params, _replay, _rng_state, _run_module, release_forward_counts
+from .step import _finish, _rng_state, _run_module, carry_cascade, head_losses, release_forward_counts
 
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "dgl+mlaan", "infopro+mlaan")
 _AUX = re.compile(r"^(aux|lams|indep|casc)\.(\d+)\.")
@@ -212,15 +212,7 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
     def carry(j: int, grad: torch.Tensor, top: int) -> None:
         """Carry the cascaded gradient of step ``j`` (w.r.t. the output of module ``top``) down this stage."""
         lowest = _lowest(method, j, floor)
-        for m in range(top, max(lowest, a) - 1, -1):
-            _accumulate(live[m], grad)
-            if m > lowest and grad is not None:
-                out_m, in_m = live[m][0], live[m][1]
-                last = method.recompute and not any(i in loss_steps for i in range(j + 1, m + s - 1))
-                torch.autograd.backward(out_m, grad, inputs=[in_m], retain_graph=not last)
-                grad, in_m.grad = in_m.grad, None
-                if last:
-                    live[m][0] = None
+        grad = carry_cascade(method, live, j, grad, top, lowest, bottom=a)
         if lowest < a:
             send_grad(j, grad)
         if j < k - 1:  # no later loss reaches below module j-s+2 (with or without a floor): those are complete
@@ -236,20 +228,12 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
             h = _run_module(method.pieces(j), x, counts[j])
         live[j] = [h if build_graph else None, x, None, rng]
         if j in loss_steps:
-            hy = h.detach().requires_grad_()
+            grad, value, logits = head_losses(method, j, h, targets, image, backward, live)
             if j == k - 1:
-                loss, logits = method.final_loss(hy, targets)
-                backward(loss)
-                res.update(loss=loss.detach(), logits=logits.detach())
+                res.update(loss=value, logits=logits)
             else:
-                hx = h.detach().requires_grad_()
-                indep = method.indep[str(j)](hx, targets, image)
-                casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
-                total = method.w_x * indep + method.w_y * casc
-                backward(total)
-                _accumulate(live[j], hx.grad)
-                aux.append(total.detach())
-            carry(j, hy.grad, j)
+                aux.append(value)
+            carry(j, grad, j)
         x = h.detach()
         del h
     if send_out is not None:
@@ -258,17 +242,3 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
         carry(j, recv_grad(j, x), b)
     _finish(method, live, None)
     return {**res, "out": x, "aux": aux}
-
-
-def _finish(method, live: dict[int, list], upto: int | None) -> None:
-    for m in sorted(live):
-        if upto is not None and m > upto:
-            break
-        h, x, grad, rng = live.pop(m)
-        params = _params(method.pieces(m))
-        if grad is None or not params:
-            continue
-        if h is None:
-            with _replay(rng, x.device), _frozen_bn(method.pieces(m)):
-                h = _run_module(method.pieces(m), x)
-        torch.autograd.backward(h, grad, inputs=params)

@@ -175,22 +175,48 @@ def _local_losses(method, j, h, targets, image, backward, live) -> tuple[torch.T
 
     Returns the detached loss value and, for the final module, its logits."""
     k, s = len(method.split), method.span
+    grad, value, logits = head_losses(method, j, h, targets, image, backward, live)
+    lowest = max(0, j - s + 1)
+    carry_cascade(method, live, j, grad, j, lowest)
+    # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
+    if j < k - 1:
+        _finish(method, live, lowest)
+    return value, logits
+
+
+def head_losses(method, j, h, targets, image, backward, live) -> tuple[torch.Tensor | None, torch.Tensor,
+                                                                          torch.Tensor | None]:
+    """The losses of step j on module output ``h``, back-propagated through the heads/LAM only (their inputs
+    are detached leaves): L_j = w_x * indep_j(h_j) + w_y * casc_j(LAM_j(h_j)), or the final CE.
+
+    The independent part's gradient w.r.t. h_j goes into ``live[j]``; returns the cascaded (or final)
+    gradient w.r.t. h_j, the detached loss value, and for the final module its detached logits.
+    Shared by :func:`mlaan_step` and the pipeline's stage step (``stages.py``), so both sum alike."""
     hy = h.detach().requires_grad_()
-    if j == k - 1:
+    if j == len(method.split) - 1:
         loss, logits = method.final_loss(hy, targets)
         backward(loss)
-        out = (loss.detach(), logits.detach())
-    else:
-        hx = h.detach().requires_grad_()
-        indep = method.indep[str(j)](hx, targets, image)
-        casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
-        total = method.w_x * indep + method.w_y * casc
-        backward(total)
-        _accumulate(live[j], hx.grad)
-        out = (total.detach(), None)
-    grad, lowest = hy.grad, max(0, j - s + 1)
-    loss_steps = set(method.loss_modules) | {k - 1}
-    for m in range(j, lowest - 1, -1):
+        return hy.grad, loss.detach(), logits.detach()
+    hx = h.detach().requires_grad_()
+    indep = method.indep[str(j)](hx, targets, image)
+    casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
+    total = method.w_x * indep + method.w_y * casc
+    backward(total)
+    _accumulate(live[j], hx.grad)
+    return hy.grad, total.detach(), None
+
+
+def carry_cascade(method, live, j: int, grad: torch.Tensor | None, top: int, lowest: int,
+                  bottom: int = 0) -> torch.Tensor | None:
+    """Carry the cascaded gradient of loss step j, w.r.t. the output of module ``top``, down to module
+    ``lowest`` (the last its loss reaches), stopping at ``bottom`` (a pipeline stage's first module):
+    each module's output gradient is accumulated in ``live``, and an input-only backward passes it on.
+
+    Returns the gradient w.r.t. the input of module ``bottom`` when the loss reaches below it, else the
+    last gradient carried (unused)."""
+    s = method.span
+    loss_steps = set(method.loss_modules) | {len(method.split) - 1}
+    for m in range(top, max(lowest, bottom) - 1, -1):
         _accumulate(live[m], grad)
         if m > lowest and grad is not None:
             out_m, in_m = live[m][0], live[m][1]
@@ -204,10 +230,7 @@ def _local_losses(method, j, h, targets, image, backward, live) -> tuple[torch.T
             grad, in_m.grad = in_m.grad, None
             if last:
                 live[m][0] = None
-    # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
-    if j < k - 1:
-        _finish(method, live, lowest)
-    return out
+    return grad
 
 
 def _accumulate(entry: list, grad: torch.Tensor | None) -> None:
