@@ -144,6 +144,39 @@ def update_stage_ema(method: LocalLearning, modules) -> None:
             method.lams[str(i)].update_ema(method.model.blocks, method.ema_momentum)
 
 
+# --- micro-batches ---------------------------------------------------------------------------------------------
+def split_micro_batches(t: torch.Tensor, m: int) -> list[torch.Tensor]:
+    """``t`` cut along the batch into ``m`` equal micro-batches (views, in order); ValueError if it does not
+    divide."""
+    n = t.shape[0]
+    if n % m:
+        raise ValueError(f"--micro-batches {m}: a batch of {n} does not split into {m} equal micro-batches; "
+                         f"choose a divisor of the per-replica batch")
+    return [t] if m == 1 else list(t.split(n // m))
+
+
+def scaled_backward(m: int) -> Callable[[torch.Tensor], None]:
+    """The ``backward`` of one of ``m`` equal micro-batches: each loss is a micro-batch mean, so 1/m of it
+    makes the gradients summed over the micro-batches those of the batch mean."""
+    if m == 1:
+        return torch.Tensor.backward
+    return lambda loss: (loss / m).backward()
+
+
+def merge_micro_batches(outs: list[dict]) -> dict:
+    """One batch's result from its micro-batches' :func:`stage_step` results (plus ``targets``): losses
+    averaged (equal sizes: the batch mean), logits and targets concatenated; no ``out`` (the stage's output
+    was sent on; keeping every micro-batch's would hold the whole batch)."""
+    if len(outs) == 1:
+        return outs[0]
+    res = {"aux": [torch.stack(v).mean(0) for v in zip(*(o["aux"] for o in outs))],
+           "targets": torch.cat([o["targets"] for o in outs])}
+    if "loss" in outs[0]:
+        res["loss"] = torch.stack([o["loss"] for o in outs]).mean(0)
+        res["logits"] = torch.cat([o["logits"] for o in outs])
+    return res
+
+
 # --- one step of one stage -------------------------------------------------------------------------------------
 def _lowest(method: LocalLearning, j: int, floor: int) -> int:
     return max(floor, j - method.span + 1)
