@@ -33,7 +33,7 @@ from torch import nn
 
 from .method import LocalLearning
 from .split import STEM
-from .step import _finish, _rng_state, _run_module, carry_cascade, head_losses, release_forward_counts
+from .step import _finish, _run_module, carry_cascade, forward_module, head_losses, release_forward_counts
 
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "dgl+mlaan", "infopro+mlaan")
 _AUX = re.compile(r"^(aux|lams|indep|casc)\.(\d+)\.")
@@ -252,14 +252,7 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
             _finish(method, live, j - s + 1)
 
     for j in mods:
-        needs_input_grad = j > floor and any(i in loss_steps for i in range(j, j + s - 1))
-        if needs_input_grad:
-            x = x.requires_grad_()
-        rng = _rng_state(x.device) if method.recompute else None
-        build_graph = not method.recompute or needs_input_grad or j == k - 1
-        with torch.set_grad_enabled(build_graph):
-            h = _run_module(method.pieces(j), x, counts[j])
-        live[j] = [h if build_graph else None, x, None, rng]
+        h = forward_module(method, live, j, x, counts[j], floor)
         if j in loss_steps:
             grad, value, logits = head_losses(method, j, h, targets, image, backward, live)
             if j == k - 1:

@@ -132,7 +132,7 @@ def mlaan_step(
       part reaches E_i only, the cascaded part E_{i-s+1}..E_i (stem included in E_0);
     - final: CE(head(h_{K-1})) reaching E_{K-s}..E_{K-1} and the head.
     """
-    k, s = len(method.split), method.span
+    k = len(method.split)
     image = method.target_image(images)
     has_loss = set(method.loss_modules)
     loss_steps = has_loss | {k - 1}
@@ -142,16 +142,7 @@ def mlaan_step(
     live: dict[int, list] = {}
     x, aux = images, []
     for j in range(k):
-        # x_j needs a gradient when a cascaded loss computed at step i in [j, j+s-2] reaches E_{j-1}.
-        needs_input_grad = j > 0 and any(i in loss_steps for i in range(j, j + s - 1))
-        if needs_input_grad:
-            x = x.requires_grad_()
-        rng = _rng_state(x.device) if method.recompute else None
-        # With recompute, a graph no input gradient needs is built only for its parameter backward.
-        build_graph = not method.recompute or needs_input_grad or j == k - 1
-        with torch.set_grad_enabled(build_graph):
-            h = _run_module(method.pieces(j), x, counts[j])
-        live[j] = [h if build_graph else None, x, None, rng]
+        h = forward_module(method, live, j, x, counts[j])
         if j in loss_steps:
             value, logits = _local_losses(method, j, h, targets, image, backward, live)
             if j < k - 1:
@@ -167,6 +158,27 @@ def mlaan_step(
     if aux:
         out["aux_loss"] = torch.stack(aux).float().mean()
     return out
+
+
+def forward_module(method, live: dict[int, list], j: int, x: torch.Tensor, counts: list[int] | None,
+                   floor: int = 0) -> torch.Tensor:
+    """Module j forward on its input ``x``; records ``live[j]`` for the backward passes still owed to it.
+
+    ``floor``: no gradient is carried below this module (0, or a pipeline stage's first module with the
+    span restricted at the boundary)."""
+    k, s = len(method.split), method.span
+    loss_steps = set(method.loss_modules) | {k - 1}
+    # x_j needs a gradient when a cascaded loss computed at step i in [j, j+s-2] reaches E_{j-1}.
+    needs_input_grad = j > floor and any(i in loss_steps for i in range(j, j + s - 1))
+    if needs_input_grad:
+        x = x.requires_grad_()
+    rng = _rng_state(x.device) if method.recompute else None
+    # With recompute, a graph no input gradient needs is built only for its parameter backward.
+    build_graph = not method.recompute or needs_input_grad or j == k - 1
+    with torch.set_grad_enabled(build_graph):
+        h = _run_module(method.pieces(j), x, counts)
+    live[j] = [h if build_graph else None, x, None, rng]
+    return h
 
 
 def _local_losses(method, j, h, targets, image, backward, live) -> tuple[torch.Tensor, torch.Tensor | None]:
