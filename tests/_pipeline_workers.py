@@ -46,7 +46,9 @@ def single(method_name: str, modules: int, **opts) -> dict:
 
 
 def stage_worker(rank: int, world: int, port: int, method_name: str, modules: int, counts, schedule, out,
-                 opts) -> None:
+                 opts, micro_batches: int = 1) -> None:
+    """Stage ``rank % P`` of replica ``rank // P`` (P = len(counts)); replica r's stage 0 feeds the r-th of
+    ``world // P`` equal slices of every batch."""
     from leanvision.engine.pipeline.assign import stage_modules
     from leanvision.engine.pipeline.stage import Stage
     from leanvision.engine.pipeline.topology import build_topology
@@ -57,9 +59,14 @@ def stage_worker(rank: int, world: int, port: int, method_name: str, modules: in
     try:
         method = build(method_name, modules, **opts)
         topo = build_topology(len(counts), rank, world)
-        stage = Stage(method, topo, stage_modules(counts), schedule, torch.device("cpu"), make_optimizer, 1e-4)
+        stage = Stage(method, topo, stage_modules(counts), schedule, torch.device("cpu"), make_optimizer, 1e-4,
+                      micro_batches=micro_batches)
         for images, targets in batches():
-            stage.step(images, targets) if topo.is_first else stage.step()
+            if topo.is_first:
+                r, n = topo.replica, topo.replicas
+                stage.step(images.chunk(n)[r], targets.chunk(n)[r])
+            else:
+                stage.step()
         for link in (stage.prev, stage.next):
             if link is not None:
                 link.flush()

@@ -216,6 +216,7 @@ class TrainConfig(Checked):
     pipeline: int | None = None  # local learning: P pipeline stages over torchrun's processes (None: no pipeline)
     pipeline_split: str | None = None  # modules per stage, e.g. "3,5" (None: balanced by measured FLOPs)
     pipeline_schedule: str = "overlap"  # overlap (stages at once, bounded queue) | sync (exact single-process updates)
+    micro_batches: int = 1  # --pipeline: each replica's batch flows through the stages as M micro-batches (1: whole)
     # output
     project: str = "runs/train"  # runs are written to project/name
     name: str | None = None  # default: model-method-data
@@ -230,7 +231,8 @@ class TrainConfig(Checked):
         "warmup_epochs": at_least(0), "lr_schedule": one_of("cosine", "release"), "patience": at_least(1),
         "amp": one_of("none", "bf16", "fp16"), "device": DEVICE, "workers": at_least(0), "seed": SEED,
         "steps_per_epoch": at_least(1), "subset": at_least(1), "pipeline": at_least(1),
-        "pipeline_schedule": one_of("sync", "overlap"), "project": NONEMPTY, "name": RUN_NAME,
+        "micro_batches": at_least(1), "pipeline_schedule": one_of("sync", "overlap"), "project": NONEMPTY,
+        "name": RUN_NAME,
     }
 
 

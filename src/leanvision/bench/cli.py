@@ -51,6 +51,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--title", default="leanvision bench")
     p.add_argument("--pipeline-stages", help="'pipeline' rows: stage counts to compare with one process, e.g. 2,4")
     p.add_argument("--threads", type=int, help="'pipeline' rows: threads per process (default 1)")
+    p.add_argument("--micro-batches", type=int, metavar="M",
+                   help="'pipeline' rows: micro-batches per batch of the pipelined runs (default 1; the "
+                        "one-process run always trains on whole batches)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars (also off when the output is not a terminal)")
     p.set_defaults(func=cmd_bench)

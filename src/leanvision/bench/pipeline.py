@@ -3,7 +3,8 @@ same method in one process.
 
 Each row trains ``--steps`` measured steps (after the meter's warm-up and memory-tracking steps) as one process
 (``leanvision train``) and as P stages (``torchrun --nproc_per_node P leanvision train --pipeline P``), every
-process with ``--threads`` threads, and reads the runs' ``results.json``. Images/s of a pipeline is its last
+process with ``--threads`` threads (the pipelines with ``--micro-batches M``, the one process on whole batches,
+as the issue's targets compare them), and reads the runs' ``results.json``. Images/s of a pipeline is its last
 stage's rate (every batch passes it); memory is each stage's peak (CPU: saved tensors plus weights, gradients
 and optimizer state; CUDA: the allocator's peak). Without ``--data`` the rows train on a folder of random
 32x32 images written once into the output folder (the cost of a step does not depend on what the pixels show).
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..engine.checkpoint import atomic_write_text
 from .rows import parse_rows
 
@@ -64,7 +66,7 @@ def _run(cmd: list[str], threads: int, device: str) -> None:
 
 
 def pipeline_rows(rows: list[str], stages: list[int], batch: int, steps: int, threads: int, out: str,
-                  data: str | None = None, device: str = "cpu") -> list[dict]:
+                  data: str | None = None, device: str = "cpu", micro_batches: int = 1) -> list[dict]:
     """Run every row in one process and as each number of ``stages``; returns the table's rows."""
     out_dir = Path(out)
     if data is None:  # enough images for every step of one epoch
@@ -81,19 +83,21 @@ def pipeline_rows(rows: list[str], stages: list[int], batch: int, steps: int, th
                 cmd = [sys.executable, "-m", "leanvision", *args]
             else:
                 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={p}",
-                       "-m", "leanvision", *args, "--pipeline", str(p)]
+                       "-m", "leanvision", *args, "--pipeline", str(p), "--micro-batches", str(micro_batches)]
             t0 = time.perf_counter()
             _run(cmd, threads, device)
             res = json.loads((run / "results.json").read_text())["resources"]
             per_stage = [s["peak_memory_bytes"] for s in res.get("stages", [res])]
-            r = {"row": label, "processes": p, "threads": threads, "batch": batch, "images_per_s": res["images_per_s"],
+            r = {"row": label, "processes": p, "threads": threads, "batch": batch,
+                 "micro_batches": 1 if p == 1 else micro_batches, "images_per_s": res["images_per_s"],
                  "peak_mib": [round(b / 2**20, 1) for b in per_stage], "wall_s": round(time.perf_counter() - t0, 1)}
             if base is None:
                 base = r
             r["speedup"] = round(r["images_per_s"] / base["images_per_s"], 3)
             r["max_peak_ratio"] = round(max(per_stage) / 2**20 / base["peak_mib"][0], 3)
             results.append(r)
-            print(f"  {label} x{p}: {r['images_per_s']:.1f} images/s ({r['speedup']}x), peak MiB per stage "
+            print(f"  {label} x{p} ({r['micro_batches']} micro-batches): {r['images_per_s']:.1f} images/s "
+                  f"({r['speedup']}x), peak MiB per stage "
                   f"{r['peak_mib']} ({r['max_peak_ratio']}x)", flush=True)
     return results
 
@@ -106,10 +110,11 @@ def write_pipeline_report(results: list[dict], out: str, command: str) -> str:
            "torch": torch.__version__, "load_avg_1_5_15": [round(v, 2) for v in load]}
     lines = [f"command: `{command}`", f"machine: {env['machine']}; torch {env['torch']}; {env['date']}; load "
              f"{env['load_avg_1_5_15']}", "",
-             "| row | processes | images/s | speedup | peak MiB per stage | max stage / one process |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| row | processes | micro-batches | images/s | speedup | peak MiB per stage | max stage / one process |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        lines.append(f"| {r['row']} | {r['processes']} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | "
+        lines.append(f"| {r['row']} | {r['processes']} | {r.get('micro_batches', 1)} | {r['images_per_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | "
                      f"{', '.join(map(str, r['peak_mib']))} | {r['max_peak_ratio']:.2f} |")
     md = "\n".join(lines) + "\n"
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -120,8 +125,15 @@ def write_pipeline_report(results: list[dict], out: str, command: str) -> str:
 
 def cmd_pipeline(args, rows: list[str]) -> int:
     stages = [int(s) for s in str(args.pipeline_stages or "2").split(",")]
-    results = pipeline_rows(rows, stages, args.batch_size or 128, args.steps or 8, args.threads or 1, args.out,
-                            args.data, args.device or "cpu")
+    micro = 1 if args.micro_batches is None else args.micro_batches
+    if micro < 1:
+        raise ConfigError(f"--micro-batches {micro}: must be at least 1")
+    batch = args.batch_size or 128
+    if batch % micro:
+        raise ConfigError(f"--micro-batches {micro}: --batch-size {batch} does not split into {micro} equal "
+                          "micro-batches; choose a divisor of the batch")
+    results = pipeline_rows(rows, stages, batch, args.steps or 8, args.threads or 1, args.out, args.data,
+                            args.device or "cpu", micro)
     command = "leanvision " + shlex.join(sys.argv[1:])
     print(write_pipeline_report(results, args.out, command))
     return 0

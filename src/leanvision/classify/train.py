@@ -152,6 +152,9 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> dict:
     run_dir, ckpt = run_dir_for(cfg), None
+    if cfg.micro_batches > 1 and not cfg.pipeline:
+        raise ConfigError(f"--micro-batches {cfg.micro_batches} needs --pipeline P: micro-batches are how a "
+                          "pipelined stage keeps less activation memory; one process trains on whole batches")
     if cfg.resume:
         path = resume_path(cfg.resume)
         ckpt = load_checkpoint(path, map_location=device)

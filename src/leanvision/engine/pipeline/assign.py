@@ -15,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ...config import ConfigError
+from ...methods.local.split import balanced_runs
 
 
 def module_costs(method, image_size: int) -> list[float]:
@@ -52,25 +53,7 @@ def module_costs(method, image_size: int) -> list[float]:
 def balance(costs: list[float], stages: int) -> list[int]:
     """Module counts per stage (contiguous runs) minimising the costliest stage; ties keep earlier stages
     lighter (they also send)."""
-    k = len(costs)
-    prefix = [0.0]
-    for c in costs:
-        prefix.append(prefix[-1] + c)
-    inf = float("inf")
-    best = [[inf] * (k + 1) for _ in range(stages + 1)]
-    cut = [[0] * (k + 1) for _ in range(stages + 1)]
-    best[0][k] = 0.0
-    for s in range(1, stages + 1):
-        for i in range(k - s, -1, -1):
-            for e in range(i + 1, k - s + 2):
-                cost = max(prefix[e] - prefix[i], best[s - 1][e])
-                if cost < best[s][i]:
-                    best[s][i], cut[s][i] = cost, e
-    counts, i = [], 0
-    for s in range(stages, 0, -1):
-        counts.append(cut[s][i] - i)
-        i = cut[s][i]
-    return counts
+    return balanced_runs(costs, stages)
 
 
 def parse_split(text: str, stages: int, k: int) -> list[int]:

@@ -45,9 +45,11 @@ def fit_pipeline(cfg, method, make_optimizer, weight_decay: float, schedule, tra
     if cfg.amp == "fp16":
         raise ConfigError("--pipeline with --amp fp16: each stage would scale its losses on its own; use --amp bf16")
     topo = build_topology(cfg.pipeline, dist_info.rank, dist_info.world_size)
+    check_micro_batches(cfg.micro_batches, cfg.batch_size, topo.replicas)
     stages, text = assign(method, cfg.pipeline, cfg.pipeline_split, method.model.image_size)
     try:
-        stage = Stage(method, topo, stages, cfg.pipeline_schedule, device, make_optimizer, weight_decay, cfg.amp)
+        stage = Stage(method, topo, stages, cfg.pipeline_schedule, device, make_optimizer, weight_decay, cfg.amp,
+                      micro_batches=cfg.micro_batches)
     except ValueError as e:  # a model with state outside stem, blocks and head
         raise ConfigError(str(e)) from None
     job = _Job(cfg, stage, topo, schedule, train_loader, test_loader, Path(run_dir), config, device)
@@ -57,7 +59,8 @@ def fit_pipeline(cfg, method, make_optimizer, weight_decay: float, schedule, tra
         job.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(job.run_dir, effective)
         print(f"{method.describe()} | {cfg.model} on {cfg.data} | {device} x{topo.world} "
-              f"({topo.stages} stages x {topo.replicas} replica(s), schedule {cfg.pipeline_schedule}) | "
+              f"({topo.stages} stages x {topo.replicas} replica(s), schedule {cfg.pipeline_schedule}, "
+              f"{cfg.micro_batches} micro-batch(es) per batch) | "
               f"run: {job.run_dir}\n{text}", flush=True)
     if ckpt is not None:
         job.resume(ckpt)
@@ -84,6 +87,18 @@ def fit_pipeline(cfg, method, make_optimizer, weight_decay: float, schedule, tra
     if watchdog is not None:
         watchdog.close()
     return result
+
+
+def check_micro_batches(micro_batches: int, batch_size: int, replicas: int) -> None:
+    """ConfigError unless each replica's batch splits into ``micro_batches`` equal micro-batches (equal, so
+    that the summed gradients of the micro-batch means are those of the batch mean)."""
+    per_replica = batch_size // replicas
+    if micro_batches > 1 and per_replica % micro_batches:
+        fits = [d for d in range(2, min(per_replica, 64) + 1) if per_replica % d == 0][:6]
+        raise ConfigError(f"--micro-batches {micro_batches}: each replica's batch of {per_replica} images "
+                          f"(--batch-size {batch_size} over {replicas} replica(s)) does not split into "
+                          f"{micro_batches} equal micro-batches; choose a divisor of {per_replica}"
+                          f"{' such as ' + ', '.join(map(str, fits)) if fits else ''}, or 1")
 
 
 def _verdict(watchdog: Watchdog | None) -> str | None:
@@ -233,7 +248,8 @@ class _Job:
                "resources": {**per_stage[-1], "peak_memory_bytes": max(s["peak_memory_bytes"] for s in per_stage),
                              "stages": per_stage},
                "pipeline": {"stages": self.topo.stages, "replicas": self.topo.replicas,
-                            "schedule": self.stage.schedule, "modules": [list(m) for m in self.stage.stages]}}
+                            "schedule": self.stage.schedule, "micro_batches": self.stage.micro_batches,
+                            "modules": [list(m) for m in self.stage.stages]}}
         if self.topo.rank == 0 and self.run_dir.exists():
             write_json(self.run_dir / "results.json", res)
         return res

@@ -1,4 +1,4 @@
-"""The ``leanvision train`` flags of pipelined local learning (kept here so the parser gains three lines)."""
+"""The ``leanvision train`` flags of pipelined local learning (kept here so the parser gains four lines)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def add_pipeline_arguments(group) -> None:
                        help="overlap (default): stages work on different batches at once, a bounded queue between "
                             "them; sync: exactly the single-process updates (MLAAN's cascade and EMA cross stages "
                             "every step)")
+    group.add_argument("--micro-batches", type=int, metavar="M",
+                       help="--pipeline: split each replica's batch into M equal micro-batches that follow each other "
+                            "through the stages; every module accumulates its gradients over them and steps once per "
+                            "batch (less activation memory per stage; BatchNorm sees micro-batch statistics). "
+                            "Default 1: the whole batch, exactly the single-process run")

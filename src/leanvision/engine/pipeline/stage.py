@@ -4,10 +4,19 @@ Schedules:
 - ``sync``: sends wait until received (no queue), MLAAN's cascaded gradients go back across stage boundaries
   and the EMA copies' source blocks are refreshed before every optimizer step: every update is exactly the
   single-process update (tests/test_pipeline_equivalence.py compares in float64).
-- ``overlap`` (default): up to ``depth`` batches queue between stages, so all stages work at once. DGL, InfoPro
+- ``overlap`` (default): up to ``depth`` (micro-)batches queue between stages, so all stages work at once. DGL, InfoPro
   and greedy SL are still exactly the single-process run (no stage needs anything from a later one). MLAAN's
   span is restricted at a stage boundary and its EMA sources on other stages are refreshed once per epoch
   (methods/local/stages.py says why and what that changes).
+
+Micro-batches (``--micro-batches M``, default 1): stage 0 splits each replica's batch into M equal micro-batches
+that follow each other through the stages, so a stage holds the activations of one micro-batch at a time, not
+of the whole batch. Every loss is scaled by 1/M and every module accumulates its gradients over the M
+micro-batches, then steps once per batch (after the replicas' all-reduce and, in ``sync``, the EMA refresh), as
+GPipe does. The update is the single-process full-batch update except for BatchNorm, whose batch statistics
+(and running averages, updated M times per batch) are per micro-batch, and for the rounding of the summation.
+M = 1 is the whole batch and exactly the single-process run; the default, because it keeps that promise
+(``sync`` bit for bit). The queue of ``overlap`` counts micro-batches.
 """
 
 from __future__ import annotations
@@ -19,9 +28,12 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from ...methods.local.stages import (
     check_pipelinable,
     key_owner,
+    merge_micro_batches,
     piece_stage,
     prune_to_stage,
+    scaled_backward,
     shadow_blocks,
+    split_micro_batches,
     stage_step,
     update_stage_ema,
 )
@@ -43,11 +55,14 @@ class Stage:
     """Stage ``topo.stage`` of ``method`` (pruned here to what it holds) with ``stages`` modules per stage."""
 
     def __init__(self, method, topo: Topology, stages, schedule: str, device: torch.device,
-                 make_optimizer, weight_decay: float, amp: str = "none", depth: int = 2):
+                 make_optimizer, weight_decay: float, amp: str = "none", depth: int = 2, micro_batches: int = 1):
         if schedule not in SCHEDULES:
             raise ValueError(f"--pipeline-schedule {schedule!r}: choose sync or overlap")
+        if micro_batches < 1:
+            raise ValueError(f"--micro-batches {micro_batches}: must be at least 1")
         check_pipelinable(method)
         self.method, self.topo, self.stages, self.schedule = method, topo, stages, schedule
+        self.micro_batches = micro_batches
         self.device, self.amp = device, amp
         self.p = topo.stage
         self.mine = stages[self.p]
@@ -76,23 +91,17 @@ class Stage:
         return ts[0], ts[1], (ts[2] if self.infopro else None)
 
     def step(self, images=None, targets=None) -> dict:
-        """Train this stage's modules on one batch (stage 0: ``images``/``targets``; others receive theirs)."""
-        if self.prev is None:
-            x, raw = images, images
-        else:
-            x, targets, raw = self.receive()
-        image = self.method.target_image(raw) if self.infopro else None
+        """Train this stage's modules on one batch (stage 0: ``images``/``targets``; others receive theirs), as
+        ``micro_batches`` micro-batches whose gradients add up before the one optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
-
-        def send_out(out):
-            if self.next is not None:
-                self.next.send(BATCH, [out, targets] + ([raw] if self.infopro else []))
-
-        with autocast(self.device, self.amp):
-            out = stage_step(self.method, self.stages, self.p, x, targets, image, torch.Tensor.backward,
-                             cross=self.cross, send_out=send_out,
-                             send_grad=lambda j, g: self.prev.send(BATCH, [g], tag=1),
-                             recv_grad=lambda j, like: self.next.recv(tag=1)[1][0])
+        m = self.micro_batches
+        backward = scaled_backward(m)
+        if self.prev is None:
+            parts = zip(split_micro_batches(images, m), split_micro_batches(targets, m))
+            outs = [self.micro_step(x, t, x, backward) for x, t in parts]
+        else:
+            outs = [self.micro_step(*self.receive(), backward) for _ in range(m)]
+        out = merge_micro_batches(outs)
         values = out["aux"] + ([out["loss"]] if "loss" in out else [])
         if values and not bool(torch.isfinite(torch.stack([v.float() for v in values])).all()):
             raise NonFiniteLossError(f"stage {self.p}: a loss is not finite; lower the learning rate")
@@ -102,6 +111,21 @@ class Stage:
             self.refresh_shadows()
         update_stage_ema(self.method, self.mine)
         self.optimizer.step()
+        return out
+
+    def micro_step(self, x, targets, raw, backward) -> dict:
+        """Every backward pass of this stage for one micro-batch (its output sent on as soon as it exists)."""
+        image = self.method.target_image(raw) if self.infopro else None
+
+        def send_out(out):
+            if self.next is not None:
+                self.next.send(BATCH, [out, targets] + ([raw] if self.infopro else []))
+
+        with autocast(self.device, self.amp):
+            out = stage_step(self.method, self.stages, self.p, x, targets, image, backward,
+                             cross=self.cross, send_out=send_out,
+                             send_grad=lambda j, g: self.prev.send(BATCH, [g], tag=1),
+                             recv_grad=lambda j, like: self.next.recv(tag=1)[1][0])
         out["targets"] = targets
         return out
 

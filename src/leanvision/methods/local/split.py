@@ -144,17 +144,18 @@ def _parse_cuts(text: str, names: list[str], n: int) -> list[int]:
     return ends
 
 
-def balanced_ends(weights: list[float], k: int) -> list[int]:
-    """Cut pieces with ``weights`` (stem first) into ``k`` runs minimising the heaviest run.
+def balanced_runs(weights: list[float], k: int) -> list[int]:
+    """Cut items with ``weights`` into ``k`` contiguous non-empty runs minimising the heaviest run; returns
+    each run's length. Of equally heavy cuts, the one with the shorter earlier runs is chosen.
 
-    Returns each run's end as a block index (-1 = the stem alone).
+    Used for modules (pieces into modules) and for pipeline stages (modules into stages).
     """
     n = len(weights)
     prefix = [0.0]
     for w in weights:
         prefix.append(prefix[-1] + w)
     inf = float("inf")
-    # best[j][i]: minimal max-run cost of pieces[i:] cut into j runs; choose[j][i]: first run's end.
+    # best[j][i]: minimal max-run cost of items[i:] cut into j runs; choose[j][i]: first run's end.
     best = [[inf] * (n + 1) for _ in range(k + 1)]
     choose = [[0] * (n + 1) for _ in range(k + 1)]
     best[0][n] = 0.0
@@ -164,10 +165,22 @@ def balanced_ends(weights: list[float], k: int) -> list[int]:
                 cost = max(prefix[e] - prefix[i], best[j - 1][e])
                 if cost < best[j][i]:
                     best[j][i], choose[j][i] = cost, e
-    ends, i = [], 0
+    runs, i = [], 0
     for j in range(k, 0, -1):
+        runs.append(choose[j][i] - i)
         i = choose[j][i]
-        ends.append(i - 2)  # piece i-1 is block i-2
+    return runs
+
+
+def balanced_ends(weights: list[float], k: int) -> list[int]:
+    """Cut pieces with ``weights`` (stem first) into ``k`` runs minimising the heaviest run.
+
+    Returns each run's end as a block index (-1 = the stem alone).
+    """
+    ends, end = [], 0
+    for n in balanced_runs(weights, k):
+        end += n
+        ends.append(end - 2)  # piece end-1 is block end-2
     return ends
 
 

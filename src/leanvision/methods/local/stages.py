@@ -33,7 +33,7 @@ from torch import nn
 
 from .method import LocalLearning
 from .split import STEM
-from .step import _accumulate, _frozen_bn, _params, _replay, _rng_state, _run_module, release_forward_counts
+from .step import _finish, _run_module, carry_cascade, forward_module, head_losses, release_forward_counts
 
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "dgl+mlaan", "infopro+mlaan")
 _AUX = re.compile(r"^(aux|lams|indep|casc)\.(\d+)\.")
@@ -144,6 +144,39 @@ def update_stage_ema(method: LocalLearning, modules) -> None:
             method.lams[str(i)].update_ema(method.model.blocks, method.ema_momentum)
 
 
+# --- micro-batches ---------------------------------------------------------------------------------------------
+def split_micro_batches(t: torch.Tensor, m: int) -> list[torch.Tensor]:
+    """``t`` cut along the batch into ``m`` equal micro-batches (views, in order); ValueError if it does not
+    divide."""
+    n = t.shape[0]
+    if n % m:
+        raise ValueError(f"--micro-batches {m}: a batch of {n} does not split into {m} equal micro-batches; "
+                         f"choose a divisor of the per-replica batch")
+    return [t] if m == 1 else list(t.split(n // m))
+
+
+def scaled_backward(m: int) -> Callable[[torch.Tensor], None]:
+    """The ``backward`` of one of ``m`` equal micro-batches: each loss is a micro-batch mean, so 1/m of it
+    makes the gradients summed over the micro-batches those of the batch mean."""
+    if m == 1:
+        return torch.Tensor.backward
+    return lambda loss: (loss / m).backward()
+
+
+def merge_micro_batches(outs: list[dict]) -> dict:
+    """One batch's result from its micro-batches' :func:`stage_step` results (plus ``targets``): losses
+    averaged (equal sizes: the batch mean), logits and targets concatenated; no ``out`` (the stage's output
+    was sent on; keeping every micro-batch's would hold the whole batch)."""
+    if len(outs) == 1:
+        return outs[0]
+    res = {"aux": [torch.stack(v).mean(0) for v in zip(*(o["aux"] for o in outs))],
+           "targets": torch.cat([o["targets"] for o in outs])}
+    if "loss" in outs[0]:
+        res["loss"] = torch.stack([o["loss"] for o in outs]).mean(0)
+        res["logits"] = torch.cat([o["logits"] for o in outs])
+    return res
+
+
 # --- one step of one stage -------------------------------------------------------------------------------------
 def _lowest(method: LocalLearning, j: int, floor: int) -> int:
     return max(floor, j - method.span + 1)
@@ -212,44 +245,21 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
     def carry(j: int, grad: torch.Tensor, top: int) -> None:
         """Carry the cascaded gradient of step ``j`` (w.r.t. the output of module ``top``) down this stage."""
         lowest = _lowest(method, j, floor)
-        for m in range(top, max(lowest, a) - 1, -1):
-            _accumulate(live[m], grad)
-            if m > lowest and grad is not None:
-                out_m, in_m = live[m][0], live[m][1]
-                last = method.recompute and not any(i in loss_steps for i in range(j + 1, m + s - 1))
-                torch.autograd.backward(out_m, grad, inputs=[in_m], retain_graph=not last)
-                grad, in_m.grad = in_m.grad, None
-                if last:
-                    live[m][0] = None
+        grad = carry_cascade(method, live, j, grad, top, lowest, bottom=a)
         if lowest < a:
             send_grad(j, grad)
         if j < k - 1:  # no later loss reaches below module j-s+2 (with or without a floor): those are complete
             _finish(method, live, j - s + 1)
 
     for j in mods:
-        needs_input_grad = j > floor and any(i in loss_steps for i in range(j, j + s - 1))
-        if needs_input_grad:
-            x = x.requires_grad_()
-        rng = _rng_state(x.device) if method.recompute else None
-        build_graph = not method.recompute or needs_input_grad or j == k - 1
-        with torch.set_grad_enabled(build_graph):
-            h = _run_module(method.pieces(j), x, counts[j])
-        live[j] = [h if build_graph else None, x, None, rng]
+        h = forward_module(method, live, j, x, counts[j], floor)
         if j in loss_steps:
-            hy = h.detach().requires_grad_()
+            grad, value, logits = head_losses(method, j, h, targets, image, backward, live)
             if j == k - 1:
-                loss, logits = method.final_loss(hy, targets)
-                backward(loss)
-                res.update(loss=loss.detach(), logits=logits.detach())
+                res.update(loss=value, logits=logits)
             else:
-                hx = h.detach().requires_grad_()
-                indep = method.indep[str(j)](hx, targets, image)
-                casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
-                total = method.w_x * indep + method.w_y * casc
-                backward(total)
-                _accumulate(live[j], hx.grad)
-                aux.append(total.detach())
-            carry(j, hy.grad, j)
+                aux.append(value)
+            carry(j, grad, j)
         x = h.detach()
         del h
     if send_out is not None:
@@ -258,17 +268,3 @@ def _mlaan(method, stages, p, x, targets, image, backward, cross, send_grad, rec
         carry(j, recv_grad(j, x), b)
     _finish(method, live, None)
     return {**res, "out": x, "aux": aux}
-
-
-def _finish(method, live: dict[int, list], upto: int | None) -> None:
-    for m in sorted(live):
-        if upto is not None and m > upto:
-            break
-        h, x, grad, rng = live.pop(m)
-        params = _params(method.pieces(m))
-        if grad is None or not params:
-            continue
-        if h is None:
-            with _replay(rng, x.device), _frozen_bn(method.pieces(m)):
-                h = _run_module(method.pieces(m), x)
-        torch.autograd.backward(h, grad, inputs=params)

@@ -132,7 +132,7 @@ def mlaan_step(
       part reaches E_i only, the cascaded part E_{i-s+1}..E_i (stem included in E_0);
     - final: CE(head(h_{K-1})) reaching E_{K-s}..E_{K-1} and the head.
     """
-    k, s = len(method.split), method.span
+    k = len(method.split)
     image = method.target_image(images)
     has_loss = set(method.loss_modules)
     loss_steps = has_loss | {k - 1}
@@ -142,16 +142,7 @@ def mlaan_step(
     live: dict[int, list] = {}
     x, aux = images, []
     for j in range(k):
-        # x_j needs a gradient when a cascaded loss computed at step i in [j, j+s-2] reaches E_{j-1}.
-        needs_input_grad = j > 0 and any(i in loss_steps for i in range(j, j + s - 1))
-        if needs_input_grad:
-            x = x.requires_grad_()
-        rng = _rng_state(x.device) if method.recompute else None
-        # With recompute, a graph no input gradient needs is built only for its parameter backward.
-        build_graph = not method.recompute or needs_input_grad or j == k - 1
-        with torch.set_grad_enabled(build_graph):
-            h = _run_module(method.pieces(j), x, counts[j])
-        live[j] = [h if build_graph else None, x, None, rng]
+        h = forward_module(method, live, j, x, counts[j])
         if j in loss_steps:
             value, logits = _local_losses(method, j, h, targets, image, backward, live)
             if j < k - 1:
@@ -169,28 +160,75 @@ def mlaan_step(
     return out
 
 
+def forward_module(method, live: dict[int, list], j: int, x: torch.Tensor, counts: list[int] | None,
+                   floor: int = 0) -> torch.Tensor:
+    """Module j forward on its input ``x``; records ``live[j]`` for the backward passes still owed to it.
+
+    ``floor``: no gradient is carried below this module (0, or a pipeline stage's first module with the
+    span restricted at the boundary)."""
+    k, s = len(method.split), method.span
+    loss_steps = set(method.loss_modules) | {k - 1}
+    # x_j needs a gradient when a cascaded loss computed at step i in [j, j+s-2] reaches E_{j-1}.
+    needs_input_grad = j > floor and any(i in loss_steps for i in range(j, j + s - 1))
+    if needs_input_grad:
+        x = x.requires_grad_()
+    rng = _rng_state(x.device) if method.recompute else None
+    # With recompute, a graph no input gradient needs is built only for its parameter backward.
+    build_graph = not method.recompute or needs_input_grad or j == k - 1
+    with torch.set_grad_enabled(build_graph):
+        h = _run_module(method.pieces(j), x, counts)
+    live[j] = [h if build_graph else None, x, None, rng]
+    return h
+
+
 def _local_losses(method, j, h, targets, image, backward, live) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Losses of step j: back-propagate them through the heads/LAM, carry the cascaded gradient
     down to E_{j-s+1}, and apply the parameter backward of the module that is now complete.
 
     Returns the detached loss value and, for the final module, its logits."""
     k, s = len(method.split), method.span
+    grad, value, logits = head_losses(method, j, h, targets, image, backward, live)
+    lowest = max(0, j - s + 1)
+    carry_cascade(method, live, j, grad, j, lowest)
+    # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
+    if j < k - 1:
+        _finish(method, live, lowest)
+    return value, logits
+
+
+def head_losses(method, j, h, targets, image, backward, live) -> tuple[torch.Tensor | None, torch.Tensor,
+                                                                          torch.Tensor | None]:
+    """The losses of step j on module output ``h``, back-propagated through the heads/LAM only (their inputs
+    are detached leaves): L_j = w_x * indep_j(h_j) + w_y * casc_j(LAM_j(h_j)), or the final CE.
+
+    The independent part's gradient w.r.t. h_j goes into ``live[j]``; returns the cascaded (or final)
+    gradient w.r.t. h_j, the detached loss value, and for the final module its detached logits.
+    Shared by :func:`mlaan_step` and the pipeline's stage step (``stages.py``), so both sum alike."""
     hy = h.detach().requires_grad_()
-    if j == k - 1:
+    if j == len(method.split) - 1:
         loss, logits = method.final_loss(hy, targets)
         backward(loss)
-        out = (loss.detach(), logits.detach())
-    else:
-        hx = h.detach().requires_grad_()
-        indep = method.indep[str(j)](hx, targets, image)
-        casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
-        total = method.w_x * indep + method.w_y * casc
-        backward(total)
-        _accumulate(live[j], hx.grad)
-        out = (total.detach(), None)
-    grad, lowest = hy.grad, max(0, j - s + 1)
-    loss_steps = set(method.loss_modules) | {k - 1}
-    for m in range(j, lowest - 1, -1):
+        return hy.grad, loss.detach(), logits.detach()
+    hx = h.detach().requires_grad_()
+    indep = method.indep[str(j)](hx, targets, image)
+    casc = method.casc[str(j)](method.lams[str(j)](hy), targets, image)
+    total = method.w_x * indep + method.w_y * casc
+    backward(total)
+    _accumulate(live[j], hx.grad)
+    return hy.grad, total.detach(), None
+
+
+def carry_cascade(method, live, j: int, grad: torch.Tensor | None, top: int, lowest: int,
+                  bottom: int = 0) -> torch.Tensor | None:
+    """Carry the cascaded gradient of loss step j, w.r.t. the output of module ``top``, down to module
+    ``lowest`` (the last its loss reaches), stopping at ``bottom`` (a pipeline stage's first module):
+    each module's output gradient is accumulated in ``live``, and an input-only backward passes it on.
+
+    Returns the gradient w.r.t. the input of module ``bottom`` when the loss reaches below it, else the
+    last gradient carried (unused)."""
+    s = method.span
+    loss_steps = set(method.loss_modules) | {len(method.split) - 1}
+    for m in range(top, max(lowest, bottom) - 1, -1):
         _accumulate(live[m], grad)
         if m > lowest and grad is not None:
             out_m, in_m = live[m][0], live[m][1]
@@ -204,10 +242,7 @@ def _local_losses(method, j, h, targets, image, backward, live) -> tuple[torch.T
             grad, in_m.grad = in_m.grad, None
             if last:
                 live[m][0] = None
-    # Module j-s+1 has now received every loss that reaches it: apply and free its graph.
-    if j < k - 1:
-        _finish(method, live, lowest)
-    return out
+    return grad
 
 
 def _accumulate(entry: list, grad: torch.Tensor | None) -> None:
