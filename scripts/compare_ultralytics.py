@@ -276,9 +276,14 @@ def main() -> None:
                     help="interleaved timing rounds after the accuracy runs (0: none; needs both sides' runs)")
     ap.add_argument("--speed-epochs", type=int, default=2, help="training epochs per timing round")
     ap.add_argument("--speed-only", action="store_true", help="only the timing rounds (accuracy runs already in OUT)")
+    ap.add_argument("--merge", nargs=2, metavar=("LV_OUT", "ULTRA_OUT"),
+                    help="write OUT/compare.md from two --only runs (one side each, e.g. run side by side)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge_sides(*map(Path, args.merge), out, args.imgsz)
+        return
 
     data = out / "data" / "data.yaml"
     if args.data:
@@ -323,6 +328,23 @@ def main() -> None:
                       **{k: v for k, v in common.items()}}
     (out / "compare.json").write_text(json.dumps(results, indent=2))
     md = render(results, args.imgsz, sizes)
+    (out / "compare.md").write_text(md)
+    print(md)
+
+
+def merge_sides(lv_out: Path, ultra_out: Path, out: Path, imgsz: int) -> None:
+    """One report from two ``--only`` runs: leanvision's side from ``lv_out``, the reference's from ``ultra_out``
+    (the setting lines must agree: same data and recipe)."""
+    lv, ul = (json.loads((d / "compare.json").read_text()) for d in (lv_out, ultra_out))
+    same = ("data", "subset", "train_images", "val_images", "epochs", "imgsz", "batch", "nbs", "close_mosaic", "seed")
+    differ = [k for k in same if lv["env"].get(k) != ul["env"].get(k)]
+    if differ:
+        raise SystemExit(f"--merge: the two runs differ in {', '.join(differ)}")
+    loads = f"{lv['env']['load_avg_1m_at_end']} / {ul['env']['load_avg_1m_at_end']}"
+    env = {**lv["env"], "merged": True, "load_avg_1m_at_end": loads}
+    results = {"leanvision": lv["leanvision"], "ultralytics": ul["ultralytics"], "env": env}
+    (out / "compare.json").write_text(json.dumps(results, indent=2))
+    md = render(results, imgsz, [imgsz])
     (out / "compare.md").write_text(md)
     print(md)
 
@@ -401,7 +423,8 @@ def render(results: dict, imgsz: int, sizes: list[int]) -> str:
             f"imgsz {imgsz}, batch {env['batch']} (nbs {env['nbs']}), {epochs} epochs, "
             f"SGD lr0 {env['lr0']} momentum {env['momentum']} wd {env['weight_decay']}, warm-up "
             f"{env['warmup_epochs']} epochs, mosaic {env['mosaic']} (off for the last {env['close_mosaic']}), "
-            f"seed {env['seed']}; one intra-op thread, workers 0, one implementation at a time; "
+            f"seed {env['seed']}; one intra-op thread, workers 0, "
+            f"{'two --only runs merged' if env.get('merged') else 'one implementation at a time'}; "
             f"{env['date']}, {env['cpus']} CPUs (shared), load average {env['load_avg_1m_at_end']} at the end.")
     return head + "\n\n" + "\n".join(lines) + "\n" + per_class_table(results, imgsz, sides)
 
