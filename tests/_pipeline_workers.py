@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -26,10 +27,10 @@ def make_optimizer(method):
     return torch.optim.SGD(method.param_groups(1e-4), lr=0.05, momentum=0.9, nesterov=True)
 
 
-def batches():
+def batches(batch: int = BATCH):
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(BATCH, 3, SIZE, SIZE, generator=g, dtype=torch.float64),
-             torch.randint(0, 4, (BATCH,), generator=g)) for _ in range(STEPS)]
+    return [(torch.randn(batch, 3, SIZE, SIZE, generator=g, dtype=torch.float64),
+             torch.randint(0, 4, (batch,), generator=g)) for _ in range(STEPS)]
 
 
 def single(method_name: str, modules: int, **opts) -> dict:
@@ -46,9 +47,10 @@ def single(method_name: str, modules: int, **opts) -> dict:
 
 
 def stage_worker(rank: int, world: int, port: int, method_name: str, modules: int, counts, schedule, out,
-                 opts, micro_batches: int = 1) -> None:
+                 opts, micro_batches: int = 1, batch: int = BATCH, save_to: str | None = None) -> None:
     """Stage ``rank % P`` of replica ``rank // P`` (P = len(counts)); replica r's stage 0 feeds the r-th of
-    ``world // P`` equal slices of every batch."""
+    ``world // P`` equal slices of every batch (of ``batch`` images). With ``save_to`` (a run folder) the job's
+    own end-of-epoch save runs after training: stage files of replica 0, ``last.pt`` consolidated by rank 0."""
     from leanvision.engine.pipeline.assign import stage_modules
     from leanvision.engine.pipeline.stage import Stage
     from leanvision.engine.pipeline.topology import build_topology
@@ -61,7 +63,7 @@ def stage_worker(rank: int, world: int, port: int, method_name: str, modules: in
         topo = build_topology(len(counts), rank, world)
         stage = Stage(method, topo, stage_modules(counts), schedule, torch.device("cpu"), make_optimizer, 1e-4,
                       micro_batches=micro_batches)
-        for images, targets in batches():
+        for images, targets in batches(batch):
             if topo.is_first:
                 r, n = topo.replica, topo.replicas
                 stage.step(images.chunk(n)[r], targets.chunk(n)[r])
@@ -72,6 +74,14 @@ def stage_worker(rank: int, world: int, port: int, method_name: str, modules: in
                 link.flush()
         dist.barrier()
         out[rank] = {k: v.clone() for k, v in stage.state()["method"].items()}
+        if save_to is not None:
+            from types import SimpleNamespace
+
+            from leanvision.engine.pipeline.fit import _Job
+
+            job = _Job(SimpleNamespace(steps_per_epoch=None), stage, topo, None, [], None, Path(save_to), {},
+                       torch.device("cpu"))
+            job.save(1, improved=False)
     finally:
         dist.destroy_process_group()
 

@@ -103,3 +103,66 @@ def test_e2e_cannot_be_pipelined_and_the_error_says_why(tmp_path):
                          timeout=600)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--pipeline needs a local-learning method" in res.stderr and "E2E back-propagates" in res.stderr
+
+
+@pytest.mark.slow  # three short runs of two processes
+def test_a_run_with_micro_batches_resumes_exactly_and_keeps_its_micro_batches(tmp_path):
+    mb = [*TRAIN, "--pipeline", "2", "--micro-batches", "2", "--project", str(tmp_path)]
+    # uninterrupted, M = 2 (per replica 16 images: 2 micro-batches of 8)
+    outs = _wait(_launch([*mb, "--name", "whole"], tmp_path))
+    assert all(rc == 0 for rc, _, _ in outs), outs[0][2][-2000:] + outs[1][2][-2000:]
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    assert whole["epoch"] == 3 and whole["config"]["micro_batches"] == 2
+    # the same run, both stages killed once an epoch is saved
+    procs = _launch([*mb, "--name", "cut"], tmp_path)
+    last = tmp_path / "cut" / "last.pt"
+    deadline = time.monotonic() + 600
+    while not last.exists() and time.monotonic() < deadline and procs[0].poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), procs[0].communicate()[1][-2000:]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    stopped = int(load_checkpoint(last)["epoch"])
+    assert 1 <= stopped < 3
+    # another --micro-batches than the saved run's is refused in one line naming the flag
+    for other in ("1", "4"):
+        res = subprocess.run([sys.executable, "-m", "leanvision", "train", "--resume", str(tmp_path / "cut"),
+                              "--micro-batches", other], capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                             timeout=600)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+        assert f"--micro-batches {other} contradicts the run being resumed" in lines[0]
+        assert "micro_batches=2" in lines[0]
+    # resumed (repeating the saved --micro-batches is allowed): it continues after the saved epoch and ends
+    # where the uninterrupted run ended, weights, BatchNorm statistics and momentum
+    outs = _wait(_launch(["train", "--resume", str(tmp_path / "cut"), "--micro-batches", "2", "--no-progress"],
+                         tmp_path))
+    assert all(rc == 0 for rc, _, _ in outs), outs[0][2][-2000:] + outs[1][2][-2000:]
+    rows = [ln for ln in outs[0][1].splitlines() if ln.startswith("epoch=")]
+    assert [ln.split(",")[0] for ln in rows] == [f"epoch={e}" for e in range(stopped + 1, 4)], outs[0][1]
+    resumed = load_checkpoint(last)
+    assert resumed["epoch"] == 3 and resumed["config"]["micro_batches"] == 2
+    assert set(whole["method"]) == set(resumed["method"])
+    different = [k for k in whole["method"] if not torch.equal(whole["method"][k], resumed["method"][k])]
+    assert not different, different[:3]
+    for i, st in whole["optimizer"]["state"].items():
+        assert torch.equal(st["momentum_buffer"], resumed["optimizer"]["state"][i]["momentum_buffer"])
+
+
+def test_a_run_saved_before_micro_batches_existed_resumes_with_one_and_refuses_another(tmp_path):
+    # such a run trained on whole batches: its config has no micro_batches, which must read as 1, not as "any"
+    from leanvision.classify.train import upgrade_saved_config
+    from leanvision.config import ConfigError, TrainConfig
+    from leanvision.engine.checkpoint import atomic_save
+    from leanvision.engine.resume import config_for_resume
+
+    config = {"model": "resnet20", "data": "digits", "method": "dgl", "epochs": 3, "pipeline": 2,
+              "batch_size": 16, "method_options": {"modules": 4}}
+    atomic_save({"config": config, "epoch": 1}, tmp_path / "old" / "last.pt")
+    cfg = config_for_resume(TrainConfig, tmp_path / "old", {"micro_batches": None}, upgrade=upgrade_saved_config)
+    assert cfg.micro_batches == 1
+    assert config_for_resume(TrainConfig, tmp_path / "old", {"micro_batches": 1},
+                             upgrade=upgrade_saved_config).micro_batches == 1
+    with pytest.raises(ConfigError, match=r"--micro-batches 2 contradicts the run being resumed .*micro_batches=1"):
+        config_for_resume(TrainConfig, tmp_path / "old", {"micro_batches": 2}, upgrade=upgrade_saved_config)

@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from _pipeline_workers import batches, build, make_optimizer, single, stage_worker
+from _pipeline_workers import BATCH, batches, build, make_optimizer, single, stage_worker
 from leanvision.config import ConfigError
+from leanvision.engine.checkpoint import load_checkpoint
 from leanvision.engine.pipeline.fit import check_micro_batches
 from leanvision.engine.pipeline.stage import Stage
 from leanvision.engine.pipeline.topology import build_topology
@@ -31,12 +32,13 @@ def _port() -> int:
 
 
 def _ranks(method: str, modules: int, counts: list[int], schedule: str, replicas: int = 1,
-           micro_batches: int = 1) -> list[dict]:
-    """Every rank's state (rank r*P + p is stage p of replica r)."""
+           micro_batches: int = 1, batch: int = BATCH, save_to: Path | None = None) -> list[dict]:
+    """Every rank's state (rank r*P + p is stage p of replica r); with ``save_to``, the job's save written there."""
     world = len(counts) * replicas
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(stage_worker, args=(world, _port(), method, modules, counts, schedule, out, {}, micro_batches),
+        mp.spawn(stage_worker, args=(world, _port(), method, modules, counts, schedule, out, {}, micro_batches,
+                                     batch, None if save_to is None else str(save_to)),
                  nprocs=world, join=True)
         return [dict(out[r]) for r in range(world)]
 
@@ -49,14 +51,15 @@ def _merge(states: list[dict]) -> dict:
     return merged
 
 
-def reference(method_name: str, modules: int, micro_batches: int = 1, replicas: int = 1) -> list[dict]:
+def reference(method_name: str, modules: int, micro_batches: int = 1, replicas: int = 1,
+              batch: int = BATCH) -> list[dict]:
     """Each replica's state after the test batches: replica r trains on the r-th slice of every batch, cut into
     ``micro_batches`` whose losses are scaled by 1/M and whose gradients add up; the replicas' gradients are
     averaged; then every replica takes its optimizer step (the EMA update first, as the trainer does)."""
     torch.set_num_threads(1)
     methods = [build(method_name, modules) for _ in range(replicas)]
     opts = [make_optimizer(m) for m in methods]
-    for images, targets in batches():
+    for images, targets in batches(batch):
         for m, opt, x, t in zip(methods, opts, images.chunk(replicas), targets.chunk(replicas)):
             opt.zero_grad(set_to_none=True)
             for xm, tm in zip(x.chunk(micro_batches), t.chunk(micro_batches)):
@@ -130,6 +133,31 @@ def test_two_stages_times_two_replicas_is_data_parallel_training(method, schedul
         _assert_same(ref[r], _merge(ranks[r * stages:(r + 1) * stages]))
     # the replicas did see different data: their BatchNorm statistics differ
     assert any(not torch.equal(ranks[0][k], ranks[stages][k]) for k in ranks[0] if k.endswith("running_mean"))
+
+
+@pytest.mark.parametrize("method,schedule", [("dgl", "overlap"), ("dgl+mlaan", "sync")])
+def test_two_stages_times_two_replicas_with_two_micro_batches_is_data_parallel_gradient_accumulation(
+        tmp_path, method, schedule):
+    # a batch of 8: each replica's shard of 4 splits into 2 micro-batches of 2 (the test above uses 6: shards of 3)
+    stages, replicas, m, batch = 2, 2, 2, 8
+    ranks = _ranks(method, 4, [2, 2], schedule, replicas=replicas, micro_batches=m, batch=batch, save_to=tmp_path)
+    ref = reference(method, 4, micro_batches=m, replicas=replicas, batch=batch)
+    names = {n for n, _ in build(method, 4).named_parameters()}
+    for p in range(stages):  # the replicas of a stage end with the same weights ...
+        a, b = ranks[p], ranks[stages + p]
+        assert set(a) == set(b) and names & set(a)
+        assert all(torch.equal(a[k], b[k]) for k in names & set(a)), f"stage {p}: the replicas' weights differ"
+    for r in range(replicas):  # ... those of the reference, and each its own BatchNorm statistics, bit for bit
+        _assert_same(ref[r], _merge(ranks[r * stages:(r + 1) * stages]))
+    bn = [k for k in ref[0] if k.endswith("running_mean")]
+    assert any(not torch.equal(ref[0][k], ref[1][k]) for k in bn)  # the replicas saw different data
+    whole = reference(method, 4, micro_batches=1, replicas=replicas, batch=batch)[0]
+    assert any(not torch.equal(whole[k], ref[0][k]) for k in bn)  # and the micro-batches were real
+    # BatchNorm statistics per replica: the saved checkpoint holds replica 0's, and replica 1's are not kept
+    assert sorted(f.name for f in (tmp_path / "stages").iterdir()) == ["stage0.pt", "stage1.pt"]
+    saved = load_checkpoint(tmp_path / "last.pt")["method"]
+    _assert_same(ref[0], saved)
+    assert any(not torch.equal(saved[k], ref[1][k]) for k in bn)
 
 
 def test_micro_batches_that_do_not_split_the_batch_or_are_not_positive_are_refused():

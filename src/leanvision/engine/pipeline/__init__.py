@@ -9,6 +9,14 @@
 
 How a method's modules and auxiliary networks are cut into stages is the method's business:
 ``methods/local/stages.py``.
+
+BatchNorm running statistics with R > 1 replicas: the replicas all-reduce gradients only, so each keeps the
+running statistics of its own shard (and micro-batches); weights stay identical across replicas, statistics do
+not. Only replica 0 writes stage files (:meth:`.fit._Job.save`), so the consolidated checkpoint holds replica
+0's statistics, replica 0 alone evaluates, and a resume loads replica 0's into every replica. Training never
+reads running statistics (BatchNorm in training mode uses each batch's own), so the weights do not depend on
+this; they are not averaged because only evaluation reads them. Tested in tests/test_pipeline_microbatch.py
+(``test_two_stages_times_two_replicas_with_two_micro_batches_is_data_parallel_gradient_accumulation``).
 """
 
 from __future__ import annotations

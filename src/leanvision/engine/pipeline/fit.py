@@ -221,7 +221,9 @@ class _Job:
         return self.result(last)
 
     def save(self, epoch: int, improved: bool) -> None:
-        """Each stage of replica 0 writes its file; then rank 0 merges them into last.pt (and best.pt)."""
+        """Each stage of replica 0 writes its file; then rank 0 merges them into last.pt (and best.pt). The other
+        replicas save nothing: their weights are replica 0's, their BatchNorm statistics (of their own shards) are
+        dropped (see the package docstring)."""
         if self.topo.replica == 0:
             state = {**self.stage.state(), "epoch": epoch, "best": self.best, "best_epoch": self.best_epoch,
                      "stale": self.stale, "history": self.history, "rng": rng_state(), "config": self.config,
