@@ -84,6 +84,20 @@ def test_resume_refuses_a_flag_that_contradicts_the_saved_run(run, capsys, flags
     assert (run / "last.pt").read_bytes() == before and not (run.parent / "B").exists()
 
 
+def test_a_field_the_saved_run_lacks_reads_as_its_default_on_resume(run, capsys):
+    # a run saved before a config field existed resumes with that field's default, so a flag asking for
+    # something else is refused (it used to be skipped: the saved config had no value to compare with)
+    ckpt = load_checkpoint(run / "last.pt")
+    del ckpt["config"]["patience"]
+    torch.save(ckpt, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    assert main(["train", "--resume", str(run), "--patience", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--patience" in err and "patience=None" in err and len(err.splitlines()) == 1
+    assert (run / "last.pt").read_bytes() == before
+    assert main(["train", "--resume", str(run)]) == 0 and _rows(run) == [1, 2]
+
+
 def test_resume_with_the_same_values_and_more_epochs_is_accepted(run):
     assert main(["train", "--resume", str(run), "--batch-size", "32", "--data", "digits", "--epochs", "3",
                  "--device", "cpu"]) == 0

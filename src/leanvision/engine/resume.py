@@ -11,6 +11,7 @@ a different run is a new run (``--config RUN/config.yaml --name NEW``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,11 +35,18 @@ def resume_path(resume: str | Path) -> Path:
 
 
 def saved_values(cls, ckpt: dict, path: Path) -> dict:
-    """The config fields saved in ``ckpt``, checked; ``project``/``name`` are where the checkpoint lies now."""
+    """The config fields saved in ``ckpt``, checked; ``project``/``name`` are where the checkpoint lies now.
+
+    A field the checkpoint lacks (added to the config after the run was saved) has its default: that is what
+    the resumed run gets, so a flag that contradicts it is refused like any other, not silently ignored
+    (``upgrade`` functions set the fields whose old behaviour was not today's default).
+    """
     saved = ckpt.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: the checkpoint holds no run config; it cannot be resumed")
-    values = {k: v for k, v in saved.items() if k in field_names(cls) and k not in NOT_SAVED}
+    values = {f.name: f.default for f in dataclasses.fields(cls)
+              if f.default is not dataclasses.MISSING and f.name not in NOT_SAVED}
+    values.update({k: v for k, v in saved.items() if k in field_names(cls) and k not in NOT_SAVED})
     run_dir = path.resolve().parent
     values.update(project=str(run_dir.parent), name=run_dir.name)
     return check_values(cls, values, lambda k: f"{path}: saved config value {k}")
