@@ -58,15 +58,14 @@ def method_defaults(cfg: TrainConfig, method: Method) -> TrainConfig:
 
 def upgrade_saved_config(saved: dict) -> dict:
     """A checkpoint's config as this version saves it: runs saved before the effective values were recorded
-    kept them under ``resolved``, and trained with the per-epoch release schedule; runs saved before
-    ``--micro-batches`` existed trained on whole batches (1, so that resuming one with another M is refused
-    rather than ignored)."""
+    kept them under ``resolved``, and trained with the per-epoch release schedule. (A field added later whose
+    default is the old behaviour, like ``micro_batches``, needs nothing here: resume reads a missing field as its
+    default, :func:`leanvision.engine.resume.saved_values`.)"""
     saved = dict(saved)
     for k, v in (saved.get("resolved") or {}).items():
         if saved.get(k) is None:
             saved[k] = v
     saved.setdefault("lr_schedule", "release")
-    saved.setdefault("micro_batches", 1)
     return saved
 
 
