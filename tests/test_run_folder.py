@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from leanvision.cli import main
-from leanvision.engine import checkpoint as checkpoint_mod
 from leanvision.engine.checkpoint import load_checkpoint
+from leanvision.ops import atomic as atomic_mod
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 BASE = ["train", "--model", "resnet20", "--data", "digits", "--batch-size", "32", "--steps-per-epoch", "2",
@@ -182,10 +182,10 @@ def test_run_names_stay_inside_the_project(tmp_path, capsys):
 
 def test_every_run_artefact_goes_through_the_atomic_writer(tmp_path, monkeypatch):
     written, synced = [], []
-    real_write, real_sync = checkpoint_mod._atomic_write, checkpoint_mod.fsync_folder
-    monkeypatch.setattr(checkpoint_mod, "_atomic_write", lambda p, *a, **k: (written.append(Path(p).name),
+    real_write, real_sync = atomic_mod._atomic_write, atomic_mod.fsync_folder
+    monkeypatch.setattr(atomic_mod, "_atomic_write", lambda p, *a, **k: (written.append(Path(p).name),
                                                                              real_write(p, *a, **k))[1])
-    monkeypatch.setattr(checkpoint_mod, "fsync_folder", lambda f: (synced.append(Path(f)), real_sync(f))[1])
+    monkeypatch.setattr(atomic_mod, "fsync_folder", lambda f: (synced.append(Path(f)), real_sync(f))[1])
     assert main([*BASE, "--epochs", "1", "--project", str(tmp_path), "--name", "a"]) == 0
     run = tmp_path / "a"
     files = {p.name for p in run.iterdir() if p.is_file()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..ops.atomic import atomic_write_text
 from .base import BlockInfo, BlockModel
 
 
@@ -164,15 +164,7 @@ def _read_cache(path: Path, key: str) -> dict[str, str | None]:
 
 def _write_cache(path: Path, key: str, results: dict[str, str | None]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"key": key, "results": results}, f, indent=0, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps({"key": key, "results": results}, indent=0, sort_keys=True))
     except OSError as e:  # a read-only disk costs time on the next listing, not correctness
         warnings.warn(f"could not write {path} ({e}); the timm models will be checked again next time", stacklevel=3)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ...data.cache import stat_key
+from ...ops.atomic import atomic_write_text
 from .dataset import load_rgb
 from .formats import (
     DatasetFormatError,
@@ -201,19 +201,6 @@ def _from_json(rows: Sequence[dict]) -> list[dict]:
     return [make_sample(r["im_file"], r["shape"], r["cls"], r["boxes"], r["problems"]) for r in rows]
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_cache(path: Path, key: str, image_files: Sequence[str]) -> list[dict] | None:
     """The cached samples if ``path`` was built from ``key`` and holds exactly ``image_files``, else None
     (a stale cache silently, a damaged or foreign one with a warning naming it)."""
@@ -275,7 +262,7 @@ def read_checked_split(
                     s["problems"].append(reason)
     if cache:
         try:
-            _atomic_write_json(path, {"key": key, "samples": _to_json(raw)})
+            atomic_write_text(path, json.dumps({"key": key, "samples": _to_json(raw)}))
         except OSError as e:  # read-only dataset folders are common; caching is an optimisation
             warnings.warn(f"could not write label cache {path} ({e}); pass cache_dir= to cache elsewhere", stacklevel=2)
     return raw
