@@ -94,6 +94,10 @@ class Watchdog:
         except Exception:  # noqa: BLE001 - the store may be gone with the job
             pass
         self.stop.set()
+        # wait for the thread to leave its store calls: a daemon thread still inside the C++ store when the
+        # process tears down the process group aborts it ("terminate called without an active exception")
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=self.interval + 5)
 
     def verdict(self) -> str | None:
         """Why the job is broken, as far as the store tells (None if every rank looks alive and well)."""
