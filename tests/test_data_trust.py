@@ -124,3 +124,26 @@ def test_non_utf8_file_name_is_a_one_line_error_naming_it(tmp_path, capsys):
         build_dataset(root, train=True)
     assert main(["train", "--data", str(root), "--model", "resnet20", "--epochs", "1"]) == 2
     assert "file name 'caf\\xe9.bmp' is not valid UTF-8; rename it" in _one_line_error(capsys)
+
+
+def test_a_cache_entry_killed_while_written_leaves_no_entry_and_no_temp_file(tmp_path, monkeypatch):
+    """The decoded-array cache writes through the one atomic writer: an error in the middle of ``np.savez`` (a
+    full disk, a kill) leaves neither a half-written entry that a later run would read nor a temporary file."""
+    from leanvision.data import cache
+
+    real_savez = np.savez
+
+    def savez_then_fail(f, **arrays):
+        real_savez(f, **arrays)
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    folder = tmp_path / "c"
+    monkeypatch.setattr(cache.np, "savez", savez_then_fail)
+    with pytest.warns(UserWarning, match="could not write cache entry"):
+        cache.store_cached("key", "label", {"x": np.arange(3)}, cache_dir=folder)
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr(cache.np, "savez", real_savez)
+    cache.store_cached("key", "label", {"x": np.arange(3)}, cache_dir=folder)
+    assert [p.suffix for p in folder.iterdir()] == [".npz"]
+    assert cache.load_cached("key", "label", cache_dir=folder)["x"].tolist() == [0, 1, 2]

@@ -10,13 +10,12 @@ forward pass to one peak; local learning's rises and falls once per module (a sa
 from __future__ import annotations
 
 import gc
-import os
 import time
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..engine.plots import pyplot, save_figure
 from ..ops.memory import import_rss_bytes, rss_bytes, trim_host_memory
 from ..ops.saved_tensors import SavedTensorMeter
 
@@ -107,11 +106,9 @@ def profile_step(trainer, images: torch.Tensor, targets: torch.Tensor) -> dict:
 def plot_memory_profiles(profiles: list[tuple[str, dict]], path) -> None:
     """One panel per row (shared memory axis): memory over the step, coloured by module, and the bytes
     saved for backward beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+
+    plt = pyplot()
 
     mb = 2**20
     fig, axes = plt.subplots(len(profiles), 1, figsize=(9, 2.8 * len(profiles)), sharey=True, squeeze=False)
@@ -134,8 +131,4 @@ def plot_memory_profiles(profiles: list[tuple[str, dict]], path) -> None:
     ymax = max((max(p["memory"] + p["saved"], default=0) for _, p in profiles), default=0) / mb
     axes[0, 0].set_ylim(0, ymax * 1.05 or 1)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")  # written whole, then renamed: never a half-written plot
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)  # written whole, then renamed: never a half-written plot

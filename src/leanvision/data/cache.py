@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from ..ops.atomic import atomic_path
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -83,15 +84,8 @@ def store_cached(key: str, label: str, arrays: dict[str, np.ndarray],
     """Store ``arrays`` (no object arrays) under ``key``: temporary file, then an atomic rename."""
     path = _entry(key, label, cache_dir)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays, **{_KEY: np.asarray(key)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays, **{_KEY: np.asarray(key)})
     except OSError as e:  # a read-only or full disk costs speed, not correctness
         warnings.warn(f"could not write cache entry {path} ({e}); set LEANVISION_CACHE to a writable "
                       f"folder to avoid decoding again", stacklevel=2)
