@@ -26,6 +26,7 @@ from PIL import Image
 from torchvision.ops import box_iou, complete_box_iou_loss, distance_box_iou, generalized_box_iou
 
 from leanvision.detect.data.check import check_dataset
+from leanvision.detect.data.exports import read_export
 from leanvision.detect.data.formats import (
     DatasetFormatError,
     load_data_yaml,
@@ -218,6 +219,52 @@ def test_coco_random_bytes_fail_naming_the_file(tmp_path_factory, data):
     with pytest.raises(DatasetFormatError) as e:
         read_coco(f)
     assert_names_file(e.value, f)
+
+
+@SETTINGS
+@given(doc=coco)
+@example(doc={"images": [], "categories": [{"id": 0, "name": "p", "supercategory": "none"},
+                                          {"id": 1, "name": "x", "supercategory": "p"}],
+              "annotations": [{"image_id": 1, "category_id": [0], "bbox": [1, 2, 3, 4]}]})
+def test_coco_export_folder_reads_or_fails_naming_a_file(tmp_path_factory, image_dir, doc):
+    """The same documents as Roboflow's split folders (train/ and valid/ holding _annotations.coco.json)."""
+    root = tmp_path_factory.mktemp("roboflow")
+    for split in ("train", "valid"):
+        (root / split).mkdir()
+        (root / split / "_annotations.coco.json").write_text(json.dumps(doc))
+    try:
+        splits, names, _ = read_export(root)
+    except DatasetFormatError as e:
+        assert str(root) in str(e) and "\n" not in str(e)
+        return
+    assert set(splits) == {"train", "val"} and all(isinstance(n, str) for n in names)
+
+
+darknet_line = st.one_of(st.sampled_from(["names = obj.names", "train = train.txt", "valid = valid.txt",
+                                          "classes = 2", "classes = x", "names = missing.names", "backup = b/",
+                                          "# comment", "", "train=", "= x", "names = data/obj.names"]),
+                         st.text(alphabet="=#ab. /\x00", max_size=12))
+
+
+@SETTINGS
+@given(lines=st.lists(darknet_line, max_size=6), listed=st.lists(
+    st.sampled_from(["a.jpg", "data/b.jpg", "zz.jpg", "../a.jpg", "", "a.txt"]), max_size=4))
+def test_darknet_obj_data_reads_or_fails_naming_the_file(tmp_path_factory, image_dir, lines, listed):
+    root = tmp_path_factory.mktemp("darknet")
+    for name in ("a.jpg", "b.jpg"):
+        (root / name).write_bytes((image_dir / name).read_bytes())
+    (root / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 2 2\n")
+    (root / "obj.names").write_text("p\nq\n")
+    (root / "train.txt").write_text("\n".join(listed))
+    (root / "obj.data").write_text("\n".join(lines))
+    try:
+        splits, names, _ = read_export(root / "obj.data")
+    except DatasetFormatError as e:
+        assert str(root) in str(e) and "\n" not in str(e)
+        return
+    assert names == ["p", "q"]
+    for samples in splits.values():
+        checked(samples, 2)
 
 
 # -------------------------------------------------------------------------------------------------- VOC

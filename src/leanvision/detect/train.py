@@ -28,7 +28,8 @@ from .config import DetectConfig
 from .data.check import check_dataset, load_yolo_dataset
 from .data.convert import seeded_split
 from .data.dataset import build_detection_loader, set_loader_epoch
-from .data.formats import DatasetFormatError, MissingSplitError, read_coco, read_voc
+from .data.exports import find_annotation_file, read_export
+from .data.formats import DatasetFormatError, MissingSplitError
 from .evaluate import format_results
 from .method import DetectionMethod
 from .plots import CURVES
@@ -46,23 +47,35 @@ def _split_samples(samples: list[dict], seed: int) -> dict[str, list[dict]]:
     return {"train": [by_id[i] for i in ids["train"]], "val": [by_id[i] for i in ids["val"] + ids["test"]]}
 
 
-def load_detection_data(data: str | Path, on_error: str = "skip", seed: int = 0) -> tuple[dict, list[str]]:
-    """Read a detection dataset in the format its path shows.
-
-    * ``*.yaml`` / ``*.yml``: a YOLO data.yaml (``train``/``val``/``names``).
-    * ``*.json``: COCO. A sibling json with ``train`` replaced by ``val`` in its name is the val split;
-      otherwise a seeded split of the one file.
-    * a folder holding ``Annotations/``: Pascal VOC (``ImageSets/Main/{train,val}.txt`` when present,
-      otherwise a seeded split; class names sorted).
-
-    Returns:
-        ({"train": samples, "val": samples}, class names); samples are checked (``on_error``).
-    """
+def resolve_data_path(data: str | Path) -> Path:
+    """``--data`` as a path: an export folder holding its annotation file (``data.yaml``, ``obj.data``, ...)
+    becomes that file, with one line saying so; a missing path is a one-line error."""
     path = Path(data)
     if not str(data):
         raise ConfigError("no dataset given; pass --data data.yaml (YOLO), a COCO .json or a VOC folder")
     if not path.exists():
         raise FileNotFoundError(f"{path}: dataset not found; pass a data.yaml, a COCO .json or a VOC folder")
+    found = find_annotation_file(path) if path.is_dir() else None
+    if found is not None:
+        print(f"note: {path} is an export folder; reading {found}")
+        return found
+    return path
+
+
+def load_detection_data(data: str | Path, on_error: str = "skip", seed: int = 0) -> tuple[dict, list[str]]:
+    """Read a detection dataset in the format its path shows: train and val samples, checked (``on_error``).
+
+    * ``*.yaml`` / ``*.yml``: a YOLO data.yaml (``train``/``val``/``names``).
+    * anything :func:`~.data.exports.read_export` reads: a COCO ``.json`` (its val json beside it by name or
+      in a ``valid/`` folder), a darknet ``obj.data``, a VOC folder, a folder with ``classes.txt``, Roboflow's
+      split folders; an export folder holding one of these files is read through it.
+
+    Without a val split, val is the seeded 8:1:1 split's val + test part of train (:func:`_split_samples`).
+
+    Returns:
+        ({"train": samples, "val": samples}, class names).
+    """
+    path = resolve_data_path(data)
     if path.suffix.lower() in (".yaml", ".yml"):
         train, names = load_yolo_dataset(path, "train", on_error=on_error)
         try:
@@ -71,28 +84,10 @@ def load_detection_data(data: str | Path, on_error: str = "skip", seed: int = 0)
             print(f"warning: {path} has no 'val' split; validating on the training images")
             val = train
         return {"train": train, "val": val}, names
-    if path.suffix.lower() == ".json":
-        samples, names = read_coco(path)
-        val_json = path.with_name(path.name.replace("train", "val"))
-        if "train" in path.name and val_json.is_file():
-            val, val_names = read_coco(val_json)
-            if val_names != names:
-                raise DatasetFormatError(f"{val_json}: categories differ from {path}'s; use one category list")
-            splits = {"train": samples, "val": val}
-        else:
-            splits = _split_samples(samples, seed)
-    elif path.is_dir() and (path / "Annotations").is_dir():
-        main = path / "ImageSets" / "Main"
-        if (main / "train.txt").is_file() and (main / "val.txt").is_file():
-            train, names = read_voc(path, split="train")
-            splits = {"train": train, "val": read_voc(path, split="val", names=names)[0]}
-        else:
-            samples, names = read_voc(path)
-            splits = _split_samples(samples, seed)
-    else:
-        raise DatasetFormatError(
-            f"{path}: unknown dataset format; pass a YOLO data.yaml, a COCO .json or a VOC folder with Annotations/"
-        )
+    found, names, layout = read_export(path)
+    splits = {"train": found["train"], "val": found["val"]} if "val" in found else _split_samples(found["train"], seed)
+    if "val" not in found:
+        print(f"note: {path} ({layout}) has no val split; validating on a seeded 10 % + 10 % of its images")
     checked = {k: check_dataset(v, len(names), on_error=on_error, what=f"{path} [{k}]")[0] for k, v in splits.items()}
     return checked, names
 

@@ -155,21 +155,23 @@ def load_eval_split(data: str | Path, split: str, on_error: str = "skip") -> tup
     """Checked samples of one split of a dataset, and its class names (``detect val --split``).
 
     * YOLO data.yaml: only the yaml's ``train``, ``val`` or ``test`` entry is read.
-    * COCO json / VOC folder: train and val as training sees them (:func:`train.load_detection_data`);
-      test is the sibling json with ``train`` (or ``val``) replaced by ``test`` in its name, or VOC's
-      ``ImageSets/Main/test.txt``.
+    * any other layout (:func:`.data.exports.read_export`): train and val as training sees them
+      (:func:`train.load_detection_data`); test only where the export has one (a sibling COCO json with
+      ``train`` or ``val`` replaced by ``test`` in its name or in a ``test/`` folder, VOC's
+      ``ImageSets/Main/test.txt``).
 
     Raises:
         ConfigError: ``split`` is not train/val/test, or the dataset has no such split (names both).
     """
     from ..config import ConfigError
     from .data.check import check_dataset, load_yolo_dataset
-    from .data.formats import DatasetFormatError, MissingSplitError, read_coco, read_voc, voc_split_ids
-    from .train import load_detection_data
+    from .data.exports import read_export
+    from .data.formats import MissingSplitError
+    from .train import load_detection_data, resolve_data_path
 
-    path = Path(data)
     if split not in EVAL_SPLITS:
-        raise ConfigError(f"--split {split}: unknown split of {path}; use one of {', '.join(EVAL_SPLITS)}")
+        raise ConfigError(f"--split {split}: unknown split of {data}; use one of {', '.join(EVAL_SPLITS)}")
+    path = resolve_data_path(data)
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             return load_yolo_dataset(path, split, on_error=on_error)
@@ -179,22 +181,12 @@ def load_eval_split(data: str | Path, split: str, on_error: str = "skip") -> tup
     if split != "test":
         splits, names = load_detection_data(path, on_error=on_error)
         return splits[split], names
-    if path.suffix.lower() == ".json":
-        sibling = next((path.with_name(path.name.replace(k, "test")) for k in ("train", "val") if k in path.name),
-                       None)
-        if sibling is None or not sibling.is_file():
-            raise ConfigError(f"--split test: no test json beside {path} (expected {sibling or 'a name with train'} "
-                              f"in place of {path.name}); pass the test json as --data and --split val")
-        samples, names = read_coco(sibling)
-        _, train_names = read_coco(path)
-        if names != train_names:
-            raise DatasetFormatError(f"{sibling}: categories differ from {path}'s; use one category list")
-    else:
-        if voc_split_ids(path, "test") is None:
-            raise ConfigError(f"--split test: {path} has no ImageSets/Main/test.txt; write it or pick another split")
-        names = read_voc(path, split="train")[1]
-        samples = read_voc(path, split="test", names=names)[0]
-    return check_dataset(samples, len(names), on_error=on_error, what=f"{path} [test]")[0], names
+    splits, names, layout = read_export(path)
+    if "test" not in splits:
+        raise ConfigError(f"--split test: {path} ({layout}) has no test split (a COCO json named with 'test' in "
+                          f"place of 'train', a test/ folder, or VOC's ImageSets/Main/test.txt); pass the test data "
+                          f"as --data with --split val, or pick another split")
+    return check_dataset(splits["test"], len(names), on_error=on_error, what=f"{path} [test]")[0], names
 
 
 def scalar_metrics(res: dict) -> dict:

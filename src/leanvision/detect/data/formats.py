@@ -91,6 +91,11 @@ def img2label_path(im_file: str | os.PathLike) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def label_beside(im_file: str | os.PathLike) -> Path:
+    """The label file of darknet-style exports (CVAT YOLO 1.1, LabelImg): the image's own path with ``.txt``."""
+    return Path(im_file).with_suffix(".txt")
+
+
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTS)
 
@@ -274,15 +279,16 @@ def read_yolo_label(label_file: str | os.PathLike, shape: tuple[int, int]) -> tu
     return np.asarray(cls, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4), problems
 
 
-def read_yolo_split(image_files: Sequence[str]) -> list[dict]:
-    """Samples for a list of images with labels at :func:`img2label_path`."""
+def read_yolo_split(image_files: Sequence[str], label_path=img2label_path) -> list[dict]:
+    """Samples for a list of images with labels at ``label_path(image)`` (default :func:`img2label_path`; exports
+    that keep each ``.txt`` beside its image, such as CVAT's YOLO 1.1, pass ``label_beside``)."""
     samples = []
     for f in image_files:
         shape = image_size(f)
         if shape is None:
             samples.append(make_sample(f, (0, 0), problems=["image unreadable or corrupt"]))
             continue
-        cls, boxes, problems = read_yolo_label(img2label_path(f), shape)
+        cls, boxes, problems = read_yolo_label(label_path(f), shape)
         samples.append(make_sample(f, shape, cls, boxes, problems))
     return samples
 
@@ -302,6 +308,21 @@ def _guess_images_dir(json_file: Path, first_name: str | None) -> Path:
             if (d / first_name).exists():
                 return d
     return json_file.parent
+
+
+def _export_name_category(cats: list[dict], annotations: list) -> dict | None:
+    """Roboflow's COCO export lists the project itself as a category (``{"id": 0, "name": PROJECT,
+    "supercategory": "none"}``) and makes it every real category's supercategory; no box uses it. That entry,
+    or None."""
+    if len(cats) < 2:
+        return None
+    first = cats[0]
+    used = {a.get("category_id") for a in annotations
+            if isinstance(a, dict) and isinstance(a.get("category_id"), (int, float, str))}
+    if (first.get("supercategory") == "none" and first["id"] not in used
+            and all(c.get("supercategory") == first["name"] for c in cats[1:])):
+        return first
+    return None
 
 
 def read_coco(
@@ -345,6 +366,13 @@ def read_coco(
         raise DatasetFormatError(f"{json_file}: malformed 'categories' or 'images' entry ({e!r})") from None
     if len(cat_index) != len(cats):
         raise DatasetFormatError(f"{json_file}: two categories share an id; each category needs its own 'id'")
+    workspace = _export_name_category(cats, data.get("annotations") or [])
+    if workspace is not None:
+        print(f"note: {json_file}: category {workspace['id']} '{workspace['name']}' is the export's name (the "
+              f"supercategory of every other category, used by no annotation), not a class; left out")
+        cats = [c for c in cats if c is not workspace]
+        cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
+        names = [str(c["name"]) for c in cats]
     if images_dir is None:
         images_dir = _guess_images_dir(json_file, next(iter(imgs.values()), {}).get("file_name"))
     images_dir = Path(images_dir)
@@ -481,7 +509,7 @@ def read_voc(
     aliases: dict[str, str] | None = None,
     ids: Sequence[str] | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Read a VOC-style folder (``Annotations/`` + ``JPEGImages/``).
+    """Read a VOC-style folder (``Annotations/`` + ``JPEGImages/``, or ``images/`` as Label Studio exports it).
 
     Args:
         root: folder holding ``Annotations`` and ``JPEGImages``.
@@ -496,6 +524,8 @@ def read_voc(
     """
     root = Path(root)
     ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
+    if not img_dir.is_dir() and (root / "images").is_dir():  # Label Studio's Pascal VOC export
+        img_dir = root / "images"
     if not ann_dir.is_dir():
         raise DatasetFormatError(
             f"{root}: no 'Annotations' folder; a VOC dataset needs Annotations/*.xml and JPEGImages/"
