@@ -9,6 +9,8 @@ Probes (``python scripts/parity_probe.py PROBE --data data.yaml``):
 * ``batch``: one augmented training batch built by the reference's loader, the reference's freshly initialised
   yolov8n weights loaded into leanvision's yolov8n; compares the raw head output, the assigner (positives, GTs
   with no positive anchor, target-score sum), each loss term and the gradient norms per parameter group.
+* ``mosaic``: mosaic + affine of both loaders on the same four images with the same draws (``--batches`` cases):
+  the boxes must agree box for box; the geometry check behind ``targets``' statistics.
 * ``targets``: augmented training targets of both loaders over ``--batches`` batches (distributions: boxes per
   image, box sides, share of boxes under 8/16 px, class counts); the random draws differ, the statistics should not.
 * ``schedule``: per-iteration LR (bias and weight groups), momentum, optimizer steps and EMA updates of a tiny
@@ -116,6 +118,26 @@ for b in range(a["batches"]):
         wh.append(bx[:, 2:4]); cls.append(it["cls"].view(-1))
 torch.save({"cls": torch.cat(cls).long(), "wh": torch.cat(wh).float(), "per_img": torch.tensor(per_img)}, a["out"])
 print("RESULT {}")
+"""
+
+ULTRA_MOSAIC = ULTRA_COMMON + r"""
+import random as _random
+ds = build_yolo_dataset(cfg, data["train"], a["batch"], data, mode="train")
+mosaic = ds.transforms.transforms[0].transforms[0]
+real_uniform, out = _random.uniform, []
+for c in a["cases"]:
+    mosaic.get_indexes = lambda c=c: list(c["others"])
+    queue = [c["yc"], c["xc"], *c["affine"]]  # the mosaic centre (y first), then RandomPerspective's 8 draws
+    def uniform(lo, hi, queue=queue):
+        return 0.5 if (lo, hi) == (0, 1) else queue.pop(0)  # 0.5 runs the p=1 mosaic, skips every p=0 transform
+    _random.uniform = uniform
+    item = ds[c["i"]]
+    _random.uniform = real_uniform
+    b = item["bboxes"].numpy() * a["imgsz"]
+    xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)
+    out.append({"files": [ds.im_files[j] for j in [c["i"], *c["others"]]], "cls": item["cls"].view(-1).tolist(),
+                "boxes": xyxy.tolist()})
+print("RESULT " + json.dumps(out))
 """
 
 ULTRA_SCHEDULE = r"""
@@ -379,6 +401,58 @@ def probe_targets(args, out: Path) -> dict:
     return res
 
 
+class Draws:
+    """A stand-in for numpy's Generator whose ``uniform`` returns given values in order (the affine's draws)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def uniform(self, low, high):
+        return self.values.pop(0)
+
+
+def probe_mosaic(args, out: Path) -> dict:
+    """Mosaic + affine of both loaders on the same four images with the same draws (centre, scale, translation):
+    the boxes must be the same, box for box. ``--batches`` cases drawn with ``--seed``; flips and HSV off."""
+    import numpy as np
+
+    from leanvision.detect.data.augment import mosaic4, random_affine
+    from leanvision.detect.data.dataset import DetectionDataset
+    from leanvision.detect.train import load_detection_data
+
+    samples = sorted(load_detection_data(args.data)[0]["train"], key=lambda s: s["im_file"])
+    ds = DetectionDataset(samples, imgsz=args.imgsz, augment=True, mosaic_buffer=0)
+    rng, s = np.random.default_rng(args.seed), args.imgsz
+    cases = []
+    for _ in range(args.batches):
+        affine = [0.0, 0.0, 0.0, float(rng.uniform(0.5, 1.5)), 0.0, 0.0, float(rng.uniform(0.4, 0.6)),
+                  float(rng.uniform(0.4, 0.6))]  # perspective x2, degrees, scale, shear x2, translation x, y
+        cases.append({"i": int(rng.integers(len(samples))), "others": rng.integers(0, len(samples), 3).tolist(),
+                      "xc": int(rng.uniform(s / 2, 3 * s / 2)), "yc": int(rng.uniform(s / 2, 3 * s / 2)),
+                      "affine": affine})
+    ref = run_ultra(args.ultra_python, ULTRA_MOSAIC, {"data": args.data, "imgsz": s, "batch": args.batch, "seed": 0,
+                                                      "cases": cases, "hyp": {"fliplr": 0.0, "hsv_h": 0.0,
+                                                                              "hsv_s": 0.0, "hsv_v": 0.0}},
+                    out / "mosaic_ref.log")
+    same, worst, counts = 0, 0.0, [0, 0]
+    for c, r in zip(cases, ref):
+        assert [Path(f).name for f in r["files"]] == [Path(samples[j]["im_file"]).name for j in [c["i"], *c["others"]]]
+        items = [ds.load(j)[:3] for j in [c["i"], *c["others"]]]
+        img, boxes, cls = mosaic4(items, s, rng, center=(c["xc"], c["yc"]))
+        _, boxes, cls = random_affine(img, boxes, cls, Draws(c["affine"]), border=(-s // 2, -s // 2), **ds.affine)
+        theirs = np.asarray(r["boxes"], np.float64).reshape(-1, 4)
+        counts[0] += len(boxes)
+        counts[1] += len(theirs)
+        if len(boxes) == len(theirs) and sorted(cls.tolist()) == sorted(r["cls"]):
+            diff = float(np.abs(np.sort(boxes, 0) - np.sort(theirs, 0)).max()) if len(boxes) else 0.0
+            worst = max(worst, diff)
+            same += diff < 1e-2
+    res = {"cases": len(cases), "cases_with_the_same_boxes": same, "largest_box_difference_px": worst,
+           "boxes": {"leanvision": counts[0], "ultralytics": counts[1]}}
+    print(json.dumps(res, indent=1))
+    return res
+
+
 def probe_schedule(args, out: Path) -> dict:
     """Tiny runs of both trainers on the first ``--subset`` training images, logging every iteration."""
     from leanvision.detect import train as lv_train
@@ -596,7 +670,7 @@ def probe_evaluator(args, out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=["batch", "targets", "schedule", "val", "step", "evaluator"])
+    ap.add_argument("probe", choices=["batch", "targets", "mosaic", "schedule", "val", "step", "evaluator"])
     ap.add_argument("--data", required=True, help="YOLO data.yaml with existing absolute split paths")
     ap.add_argument("--ultra-python", default="/work/ultra-venv/bin/python")
     ap.add_argument("--out", default="/tmp/parity_probe")
@@ -618,7 +692,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    probes = {"batch": probe_batch, "targets": probe_targets, "schedule": probe_schedule, "val": probe_val,
+    probes = {"batch": probe_batch, "targets": probe_targets, "mosaic": probe_mosaic, "schedule": probe_schedule,
+              "val": probe_val,
               "step": probe_step, "evaluator": probe_evaluator}
     res = probes[args.probe](
         args, out)
