@@ -198,6 +198,24 @@ def test_a_broken_obj_data_is_one_line_naming_the_file_and_key(tmp_path, text, k
     assert str(tmp_path / "obj.data") in str(e.value) and "\n" not in str(e.value)
 
 
+def test_cvat_ultralytics_yolo_export_with_image_lists(tmp_path):
+    """CVAT's 'Ultralytics YOLO Detection' export: data.yaml (path ./, names as a mapping), train.txt / val.txt
+    listing images/<subset>/..., labels in labels/<subset>/."""
+    root = tmp_path / "export"
+    for split in ("train", "val"):
+        for stem, boxes in TRUTH[split].items():
+            image(root / "images" / split / f"{stem}.jpg")
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{stem}.txt").write_text("\n".join(yolo_line(*b) for b in boxes))
+        (root / f"{split}.txt").write_text("".join(f"images/{split}/{s}.jpg\n" for s in TRUTH[split]))
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": "./", "train": "train.txt", "val": "val.txt",
+                                                    "names": dict(enumerate(NAMES))}))
+    splits, names = load_detection_data(root)
+    assert names == NAMES
+    assert_split(splits["train"], "train")
+    assert_split(splits["val"], "val")
+
+
 def test_cvat_coco_1_0_instances_default_with_subset_image_folder(tmp_path):
     root = tmp_path / "export"
     stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
