@@ -60,6 +60,18 @@ def voc_xml(stem, boxes, names=NAMES):
             f"<height>{H}</height><depth>3</depth></size>{objs}</annotation>")
 
 
+ALL = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
+
+
+def voc_export(root, image_folder):
+    """Every image of TRUTH in ``root/image_folder`` with its xml in ``root/Annotations``."""
+    (root / "Annotations").mkdir(parents=True)
+    for stem, boxes in ALL.items():
+        image(root / image_folder / f"{stem}.jpg")
+        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(stem, boxes))
+    return root
+
+
 def boxes_of(samples):
     return {os.path.basename(s["im_file"]).rsplit(".", 1)[0]:
             sorted((int(c), *np.round(b, 3).tolist()) for c, b in zip(s["cls"], s["boxes"])) for s in samples}
@@ -158,7 +170,7 @@ def test_roboflow_yolo_folder_reads_its_data_yaml_with_the_publishers_paths(tmp_
 def test_cvat_yolo_1_1_obj_data_with_darknet_paths_and_labels_beside_images(tmp_path):
     root = tmp_path / "images" / "export"  # under a folder named images: labels still beside, not in ../labels
     lines = []
-    for stem, boxes in {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}.items():
+    for stem, boxes in ALL.items():
         image(root / "obj_train_data" / f"{stem}.jpg")
         (root / "obj_train_data" / f"{stem}.txt").write_text("\n".join(yolo_line(*b) for b in boxes) + "\n")
         lines.append(f"data/obj_train_data/{stem}.jpg")
@@ -218,7 +230,7 @@ def test_cvat_ultralytics_yolo_export_with_image_lists(tmp_path):
 
 def test_cvat_coco_1_0_instances_default_with_subset_image_folder(tmp_path):
     root = tmp_path / "export"
-    stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
+    stems = ALL
     for stem in stems:
         image(root / "images" / "default" / f"{stem}.jpg")
     (root / "annotations").mkdir()
@@ -229,14 +241,9 @@ def test_cvat_coco_1_0_instances_default_with_subset_image_folder(tmp_path):
 
 
 def test_cvat_voc_1_1_with_default_subset_list_and_labelmap(tmp_path):
-    root = tmp_path / "export"
-    stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
-    (root / "Annotations").mkdir(parents=True)
-    for stem, boxes in stems.items():
-        image(root / "JPEGImages" / f"{stem}.jpg")
-        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(stem, boxes))
+    root = voc_export(tmp_path / "export", "JPEGImages")
     (root / "ImageSets" / "Main").mkdir(parents=True)
-    (root / "ImageSets" / "Main" / "default.txt").write_text("\n".join(stems))
+    (root / "ImageSets" / "Main" / "default.txt").write_text("\n".join(ALL))
     (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nHardhat:1,2,3::\nPerson:4,5,6::\n")
     splits, names = load_detection_data(root)
     assert [n.lower() for n in names] == [n.lower() for n in NAMES]
@@ -248,7 +255,7 @@ def test_cvat_voc_1_1_with_default_subset_list_and_labelmap(tmp_path):
 
 def test_label_studio_yolo_export_classes_txt_images_labels(tmp_path):
     root = tmp_path / "export"
-    stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
+    stems = ALL
     for stem, boxes in stems.items():
         image(root / "images" / f"{stem}.jpg")
         (root / "labels").mkdir(parents=True, exist_ok=True)
@@ -262,7 +269,7 @@ def test_label_studio_yolo_export_classes_txt_images_labels(tmp_path):
 
 def test_label_studio_coco_result_json_with_images_prefix(tmp_path):
     root = tmp_path / "export"
-    stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
+    stems = ALL
     for stem in stems:
         image(root / "images" / f"{stem}.jpg")
     (root / "result.json").write_text(coco_json(stems, file_name=lambda s: f"images/{s}.jpg", project=""))
@@ -272,19 +279,14 @@ def test_label_studio_coco_result_json_with_images_prefix(tmp_path):
 
 
 def test_label_studio_voc_export_keeps_images_in_images(tmp_path):
-    root = tmp_path / "export"
-    stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
-    (root / "Annotations").mkdir(parents=True)
-    for stem, boxes in stems.items():
-        image(root / "images" / f"{stem}.jpg")
-        (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(stem, boxes))
+    root = voc_export(tmp_path / "export", "images")
     splits, _ = load_detection_data(root, on_error="fail")
     assert_all_images_in_train_and_val(splits)
 
 
 def test_labelimg_yolo_folder_labels_beside_images(tmp_path):
     root = tmp_path / "images" / "shots"
-    stems = {**TRUTH["train"], **TRUTH["val"], **TRUTH["test"]}
+    stems = ALL
     for stem, boxes in stems.items():
         image(root / f"{stem}.jpg")
         (root / f"{stem}.txt").write_text("\n".join(yolo_line(*b) for b in boxes))
