@@ -134,3 +134,21 @@ def test_bench_train_flops_equal_three_forwards_less_the_stem_input_gradient(tmp
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert row["train_flops_per_image"] == want
     assert "train GFLOP/image" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_row_settings_take_the_flags_spellings():
+    """Row settings speak the flags' vocabulary (flags.SYNONYMS), as --config files do; two spellings of one
+    option in a row are refused naming both."""
+    from leanvision.bench import parse_row
+    from leanvision.bench.detect import parse_row as parse_detect_row
+    from leanvision.config import ConfigError
+
+    row = parse_row("resnet20:dgl:modules=3,batch=64,lr0=0.05")
+    assert row.options == {"modules": 3} and row.train == {"batch_size": 64, "lr": 0.05}
+    assert parse_row("resnet20:e2e:batch-size=32").train == {"batch_size": 32}
+    with pytest.raises(ConfigError, match="'batch' and 'batch_size' both set batch_size"):
+        parse_row("resnet20:e2e:batch=64,batch_size=32")
+    assert parse_detect_row("yolov8n:batch_size=4,lr=0.02,gom=false") == ("yolov8n", {"batch": 4, "lr0": 0.02,
+                                                                                     "gom": False})
+    with pytest.raises(ConfigError, match="'lr' and 'lr0' both set lr0"):
+        parse_detect_row("yolov8n:lr=0.02,lr0=0.01")

@@ -37,6 +37,7 @@ from ..engine.distributed import resolve_device
 from ..engine.progress import progress_bar
 from ..engine.run_folder import write_json
 from ..engine.trainer import Trainer, to_device
+from ..flags import key_spellings
 from ..methods.replacement import apply_replacement
 from ..models.yolo import count_parameters, model_gflops
 from .report import busy_warning, environment, plot_bars
@@ -56,15 +57,19 @@ def ablation_rows(scale: str = "n") -> list[str]:
 def parse_row(text: str) -> tuple[str, dict]:
     """``MODEL[:key=value,...]`` -> (model, options); keys are DetectConfig fields (gom, scm, box_loss, ...)."""
     model, _, rest = text.partition(":")
-    opts = {}
+    spellings = key_spellings(field_names(DetectConfig))  # the flags' spellings too: batch, lr0 / lr, imgsz ...
+    opts, given_as = {}, {}
     for item in filter(None, rest.split(",")):
         if "=" not in item:
             raise ConfigError(f"bench row {text!r}: expected key=value after the model, got {item!r}")
-        k, v = item.split("=", 1)
-        k = k.strip().replace("-", "_")
-        if k not in field_names(DetectConfig):
-            raise ConfigError(f"bench row {text!r}: unknown option {k!r}; use DetectConfig keys (gom, scm, box_loss)")
-        opts[k] = yaml.safe_load(v)
+        key, v = item.split("=", 1)
+        name = spellings.get(key.strip().replace("-", "_"))
+        if name is None:
+            raise ConfigError(f"bench row {text!r}: unknown option {key.strip()!r}; use DetectConfig keys (gom, scm, "
+                              f"box_loss, ...)")
+        if name in opts:
+            raise ConfigError(f"bench row {text!r}: {given_as[name]!r} and {key.strip()!r} both set {name}; keep one")
+        opts[name], given_as[name] = yaml.safe_load(v), key.strip()
     return model, opts
 
 

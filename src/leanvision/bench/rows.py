@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, field_names
+from ..flags import key_spellings
 
 # Row settings that are training options (TrainConfig fields) rather than method options.
 _TRAIN_KEYS = field_names() - {"model", "method", "method_options", "name", "project", "resume", "data", "data_dir"}
@@ -30,11 +31,20 @@ class BenchRow:
         return ",".join(f"{k}={v}" for k, v in {**self.options, **self.train}.items())
 
 
-def _split_settings(settings: dict) -> tuple[dict, dict]:
-    options, train = {}, {}
-    for k, v in settings.items():
-        k = k.replace("-", "_")
-        (train if k in _TRAIN_KEYS else options)[k] = v
+def _split_settings(settings: dict, where: str) -> tuple[dict, dict]:
+    """Method options and training options of one row; a training option may take any spelling its flag takes
+    (``batch`` or ``batch_size``, ``lr0`` or ``lr``: :func:`~leanvision.flags.key_spellings`)."""
+    spellings = key_spellings(_TRAIN_KEYS)
+    options, train, given_as = {}, {}, {}
+    for key, v in settings.items():
+        k = str(key).replace("-", "_")
+        name = spellings.get(k)
+        if name is None:
+            options[k] = v
+        elif name in train:
+            raise ConfigError(f"{where}: {given_as[name]!r} and {key!r} both set {name}; keep one of them")
+        else:
+            train[name], given_as[name] = v, key
     return options, train
 
 
@@ -50,7 +60,7 @@ def parse_row(text: str) -> BenchRow:
                 raise ConfigError(f"bench row {text!r}: setting {item!r} is not key=value")
             k, v = item.split("=", 1)
             settings[k.strip()] = yaml.safe_load(v)
-    options, train = _split_settings(settings)
+    options, train = _split_settings(settings, f"bench row {text!r}")
     return BenchRow(parts[0], parts[1], options, train)
 
 
@@ -71,7 +81,7 @@ def parse_rows(items: list[str]) -> list[BenchRow]:
                     rows.append(parse_row(e))
                 elif isinstance(e, dict) and "model" in e:
                     settings = dict(e.get("settings") or {})
-                    options, train = _split_settings(settings)
+                    options, train = _split_settings(settings, f"{path}: row {e['model']!r}")
                     rows.append(BenchRow(e["model"], e.get("method", "e2e"), options, train))
                 else:
                     raise ConfigError(f"{path}: row {e!r} needs at least a 'model' key")
