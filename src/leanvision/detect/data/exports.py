@@ -81,7 +81,7 @@ def read_export(path: Path) -> tuple[dict[str, list[dict]], list[str], str]:
             return (*_yolo_classes_txt(path), "YOLO folder with classes.txt")
         split_dirs = {s: d for s in SPLIT_FOLDERS if (d := _split_folder(path, s)) is not None}
         if "train" in split_dirs:
-            return (*_split_folders(path, split_dirs), "split folders (Roboflow COCO / VOC)")
+            return (*_split_folders(split_dirs), "split folders (Roboflow COCO / VOC)")
     raise DatasetFormatError(
         f"{path}: unknown dataset format; pass a YOLO data.yaml, a COCO .json, a darknet obj.data, a VOC folder "
         f"(Annotations/), a folder with classes.txt + images/ + labels/, or an export folder holding one of these "
@@ -218,7 +218,7 @@ def _xml_beside_images(folder: Path, names: list[str] | None) -> tuple[list[dict
     return [], sorted({n for _, seen in results for n in seen})
 
 
-def _split_folders(root: Path, split_dirs: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
+def _split_folders(split_dirs: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
     train_dir = split_dirs["train"]
     jsons = sorted(train_dir.glob("*.json"))
     if len(jsons) == 1:
