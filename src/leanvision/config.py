@@ -240,6 +240,26 @@ def field_names(cls=TrainConfig) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+def sort_spellings(items, fields, where: str) -> tuple[dict, dict, dict]:
+    """``(key, value)`` pairs written with any spelling the flags take (``batch`` or ``batch_size``, ``-`` or ``_``:
+    :func:`~leanvision.flags.key_spellings`) -> (field -> value, field -> the key as written, unknown key -> value).
+
+    Raises:
+        ConfigError: two spellings of one field, naming both and ``where``.
+    """
+    spellings = key_spellings(fields)
+    values, given_as, unknown = {}, {}, {}
+    for key, value in items:
+        name = spellings.get(str(key).replace("-", "_"))
+        if name is None:
+            unknown[key] = value
+        elif name in given_as:
+            raise ConfigError(f"{where}: {given_as[name]!r} and {key!r} both set {name}; keep one of them")
+        else:
+            values[name], given_as[name] = value, key
+    return values, given_as, unknown
+
+
 def load_yaml(path: str | Path, cls=TrainConfig) -> dict:
     """Read a YAML config file into checked values; errors name the file and key (unknown keys list the valid ones)."""
     path = Path(path)
@@ -256,19 +276,11 @@ def load_yaml(path: str | Path, cls=TrainConfig) -> dict:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"{path}: keys must be option names, found {bad[0]!r}")
-    spellings = key_spellings(field_names(cls))  # the flags' vocabulary: batch and batch_size, lr and lr0 ...
-    values, given_as, unknown = {}, {}, []
-    for key, value in data.items():
-        name = spellings.get(key.replace("-", "_"))
-        if name is None:
-            unknown.append(key)
-        elif name in given_as:
-            raise ConfigError(f"{path}: {given_as[name]!r} and {key!r} both set {name}; keep one of them")
-        else:
-            values[name], given_as[name] = value, key
+    # the flags' vocabulary: batch and batch_size, lr and lr0 ...
+    values, given_as, unknown = sort_spellings(data.items(), field_names(cls), str(path))
     if unknown:
         aliases = {}
-        for spelling, name in spellings.items():
+        for spelling, name in key_spellings(field_names(cls)).items():
             if spelling != name:
                 aliases.setdefault(name, []).append(spelling)
         valid = ", ".join(n + (f" (or {'/'.join(aliases[n])})" if n in aliases else "")

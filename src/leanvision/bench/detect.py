@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import ConfigError, argtype, at_least, field_names, multiple_of
+from ..config import ConfigError, argtype, at_least, field_names, multiple_of, sort_spellings
 from ..detect.config import DetectConfig
 from ..detect.method import DetectionMethod
 from ..detect.postprocess import VAL_SETTINGS, non_max_suppression
@@ -37,7 +37,6 @@ from ..engine.distributed import resolve_device
 from ..engine.progress import progress_bar
 from ..engine.run_folder import write_json
 from ..engine.trainer import Trainer, to_device
-from ..flags import key_spellings
 from ..methods.replacement import apply_replacement
 from ..models.yolo import count_parameters, model_gflops
 from .report import busy_warning, environment, plot_bars
@@ -57,19 +56,17 @@ def ablation_rows(scale: str = "n") -> list[str]:
 def parse_row(text: str) -> tuple[str, dict]:
     """``MODEL[:key=value,...]`` -> (model, options); keys are DetectConfig fields (gom, scm, box_loss, ...)."""
     model, _, rest = text.partition(":")
-    spellings = key_spellings(field_names(DetectConfig))  # the flags' spellings too: batch, lr0 / lr, imgsz ...
-    opts, given_as = {}, {}
+    items = []
     for item in filter(None, rest.split(",")):
         if "=" not in item:
             raise ConfigError(f"bench row {text!r}: expected key=value after the model, got {item!r}")
         key, v = item.split("=", 1)
-        name = spellings.get(key.strip().replace("-", "_"))
-        if name is None:
-            raise ConfigError(f"bench row {text!r}: unknown option {key.strip()!r}; use DetectConfig keys (gom, scm, "
-                              f"box_loss, ...)")
-        if name in opts:
-            raise ConfigError(f"bench row {text!r}: {given_as[name]!r} and {key.strip()!r} both set {name}; keep one")
-        opts[name], given_as[name] = yaml.safe_load(v), key.strip()
+        items.append((key.strip(), yaml.safe_load(v)))
+    # DetectConfig fields in any spelling the flags take (batch / batch_size, lr0 / lr, imgsz ...)
+    opts, _, unknown = sort_spellings(items, field_names(DetectConfig), f"bench row {text!r}")
+    if unknown:
+        raise ConfigError(f"bench row {text!r}: unknown option {next(iter(unknown))!r}; use DetectConfig keys (gom, "
+                          f"scm, box_loss, ...)")
     return model, opts
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, field_names
-from ..flags import key_spellings
+from ..config import ConfigError, field_names, sort_spellings
 
 # Row settings that are training options (TrainConfig fields) rather than method options.
 _TRAIN_KEYS = field_names() - {"model", "method", "method_options", "name", "project", "resume", "data", "data_dir"}
@@ -34,18 +33,8 @@ class BenchRow:
 def _split_settings(settings: dict, where: str) -> tuple[dict, dict]:
     """Method options and training options of one row; a training option may take any spelling its flag takes
     (``batch`` or ``batch_size``, ``lr0`` or ``lr``: :func:`~leanvision.flags.key_spellings`)."""
-    spellings = key_spellings(_TRAIN_KEYS)
-    options, train, given_as = {}, {}, {}
-    for key, v in settings.items():
-        k = str(key).replace("-", "_")
-        name = spellings.get(k)
-        if name is None:
-            options[k] = v
-        elif name in train:
-            raise ConfigError(f"{where}: {given_as[name]!r} and {key!r} both set {name}; keep one of them")
-        else:
-            train[name], given_as[name] = v, key
-    return options, train
+    train, _, options = sort_spellings(settings.items(), _TRAIN_KEYS, where)
+    return {str(k).replace("-", "_"): v for k, v in options.items()}, train
 
 
 def parse_row(text: str) -> BenchRow:
